@@ -1,0 +1,514 @@
+//! The command line: clap definitions, one function per subcommand, reporters ([`report`]),
+//! error rendering and exit codes ([`exit`]). The only module that prints.
+
+pub mod exit;
+pub mod report;
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exec::plan::State;
+use crate::exec::{self, ExecError, apply, lockfile};
+use crate::spec::{self, Override, SpecErrors, Workflow};
+use crate::stages::Registry;
+use crate::store::{Store, StoreError};
+use report::Reporter;
+
+/// Declarative, content-addressed workflows for multi-stage model training.
+///
+/// A workflow YAML declares stages; `flow apply` runs them as a DAG and keeps every output in a
+/// content-addressed store, so the next apply re-runs only what changed.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The local store directory (default: `cache/` at the project root, the nearest ancestor
+    /// of the workflow holding `.git` or `cache/`).
+    #[arg(long, global = true, env = "FLOW_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Log what flow does internally (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the stages whose inputs changed; restore the rest from the store.
+    Apply(ApplyArgs),
+    /// Show, per stage, whether it is cached or will run, and why.
+    Plan(PlanArgs),
+    /// Draw the stage DAG.
+    Graph {
+        /// The workflow file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Show a stage's fingerprint, artifact, files and provenance.
+    Show {
+        /// The workflow file.
+        file: PathBuf,
+        /// The stage to show.
+        stage: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a stage's artifact out of the store as an ordinary, writable directory.
+    Checkout {
+        /// The workflow file.
+        file: PathBuf,
+        /// The stage whose artifact to copy.
+        stage: String,
+        /// Destination directory (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Delete store objects no lock file and no recent run references.
+    Gc {
+        /// Workflows whose lock files name artifacts to keep.
+        workflows: Vec<PathBuf>,
+        /// Also keep everything recorded within this many days.
+        #[arg(long, default_value_t = 7, value_name = "DAYS")]
+        keep_days: u64,
+        /// Report what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-hash every blob and check every record; exit 3 on any corruption.
+    Verify {
+        /// Delete corrupt blobs and the records that need them, so the next apply re-runs them.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Selection {
+    /// The workflow file.
+    file: PathBuf,
+    /// Only these stages and what they need (repeatable).
+    #[arg(long = "target", value_name = "STAGE")]
+    targets: Vec<String>,
+    /// Re-run these stages even if cached (repeatable); their dependents follow by content.
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Override a parameter: `STAGE.with.KEY=VALUE` or `defaults.KEY=VALUE` (YAML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Print one JSON object per line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Stages to run at once (default: the number of cores).
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+    /// After a failure, keep running the stages that do not depend on it.
+    #[arg(long)]
+    keep_going: bool,
+    /// Never draw a live progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    selection: Selection,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    /// One line per stage with what it needs.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}
+
+/// An error with the exit code it maps to and an optional hint.
+struct Failure {
+    code: u8,
+    error: Box<dyn std::error::Error>,
+    hint: Option<String>,
+}
+
+impl Failure {
+    fn new(code: u8, error: impl Into<Box<dyn std::error::Error>>) -> Self {
+        Self { code, error: error.into(), hint: None }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<SpecErrors> for Failure {
+    fn from(e: SpecErrors) -> Self {
+        Failure::new(exit::INVALID, e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        let hint = matches!(e, StoreError::Corrupt { .. } | StoreError::BadManifest { .. } | StoreError::BadRecord { .. })
+            .then_some("run `flow verify --repair` to drop corrupt objects; the next apply re-runs what they held");
+        Failure { code: exit::STORE, error: Box::new(e), hint: hint.map(Into::into) }
+    }
+}
+
+impl From<ExecError> for Failure {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Spec(s) => s.into(),
+            ExecError::Store(s) => s.into(),
+            other => Failure::new(exit::STORE, other),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::INVALID } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            render(&f);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => return,
+        1 => "flow=debug",
+        _ => "flow=trace",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(level))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Apply(args) => apply_cmd(cli.cache, args).await,
+        Command::Plan(args) => plan_cmd(cli.cache, args).await,
+        Command::Graph { file, format } => {
+            let workflow = spec::load(&file, &[])?;
+            Registry::builtin().check(&workflow)?;
+            let dag = crate::graph::Dag::build(&workflow)?;
+            let text = match format {
+                GraphFormat::Text => dag.to_text(&workflow),
+                GraphFormat::Dot => dag.to_dot(&workflow),
+                GraphFormat::Mermaid => dag.to_mermaid(&workflow),
+            };
+            print_stdout(&text);
+            Ok(exit::OK)
+        }
+        Command::Show { file, stage, json } => show_cmd(cli.cache, &file, &stage, json).await,
+        Command::Checkout { file, stage, to } => checkout_cmd(cli.cache, &file, &stage, &to).await,
+        Command::Gc { workflows, keep_days, dry_run } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
+        Command::Verify { repair } => verify_cmd(cli.cache, repair).await,
+    }
+}
+
+/// The local store root: `--cache`/`FLOW_CACHE`, else the workflow's `store.local`, else
+/// `cache/` at the project root of `near`.
+fn cache_root(flag: Option<PathBuf>, workflow: Option<&Workflow>, near: &Path) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir;
+    }
+    if let Some(w) = workflow
+        && let Some(local) = &w.store.local
+    {
+        return w.dir.join(local);
+    }
+    let start = std::path::absolute(near).unwrap_or_else(|_| near.to_path_buf());
+    let mut dir = Some(start.as_path());
+    while let Some(d) = dir {
+        if d.join(".git").exists() || d.join("cache").is_dir() {
+            return d.join("cache");
+        }
+        dir = d.parent();
+    }
+    start.join("cache")
+}
+
+fn open_store(root: &Path) -> Result<Store, Failure> {
+    Store::open(root).map_err(|e| Failure::from(e).hint(format!("the store is at `{}`; set --cache or FLOW_CACHE to use another", root.display())))
+}
+
+fn overrides(sets: &[String]) -> Vec<Override> {
+    sets.iter().map(|s| Override(s.clone())).collect()
+}
+
+struct Loaded {
+    prepared: exec::Prepared,
+    store: Store,
+}
+
+fn load(cache: Option<PathBuf>, sel: &Selection) -> Result<Loaded, Failure> {
+    let workflow = spec::load(&sel.file, &overrides(&sel.sets))?;
+    let registry = Registry::builtin();
+    let unknown: Vec<&String> = sel.force.iter().filter(|s| workflow.stage(s).is_none()).collect();
+    if let Some(s) = unknown.first() {
+        return Err(Failure::new(exit::INVALID, format!("`--force {s}` names no stage of this workflow")));
+    }
+    let root = cache_root(cache, Some(&workflow), &workflow.dir);
+    // Check before touching the store, so an invalid workflow leaves it unchanged.
+    registry.check(&workflow)?;
+    crate::graph::Dag::build(&workflow)?;
+    let store = open_store(&root)?;
+    let prepared = exec::prepare(workflow, &registry, &store, &sel.targets)?;
+    Ok(Loaded { prepared, store })
+}
+
+async fn apply_cmd(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failure> {
+    let Loaded { prepared, store } = load(cache, &args.selection)?;
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let progress = !args.selection.json && !args.no_progress && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let reporter = Arc::new(if args.selection.json { Reporter::Json } else { Reporter::human(progress) });
+    let sink_reporter = Arc::clone(&reporter);
+    let sink: apply::Sink = Arc::new(move |e| sink_reporter.event(e));
+    let opts = apply::Options { jobs, keep_going: args.keep_going, force: args.selection.force.iter().cloned().collect() };
+    let cancel = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let summary = apply::apply(Arc::new(prepared), Arc::new(store), opts, sink, cancel).await?;
+    Ok(if summary.interrupted {
+        exit::INTERRUPTED
+    } else if summary.store_error {
+        exit::STORE
+    } else if summary.failed > 0 {
+        exit::STAGE_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure> {
+    let sel = &args.selection;
+    let Loaded { prepared, store } = load(cache, sel)?;
+    let force: BTreeSet<String> = sel.force.iter().cloned().collect();
+    let planned = exec::plan::plan(&prepared, &store, &force).await?;
+    let mut out = String::new();
+    let (mut cached, mut will_run) = (0, 0);
+    for p in &planned {
+        if sel.json {
+            out.push_str(&serde_json::to_string(p).expect("plans serialise"));
+            out.push('\n');
+            continue;
+        }
+        match &p.state {
+            State::Cached { artifact, .. } => {
+                cached += 1;
+                out.push_str(&format!("{:>9} {} {}\n", "cached", p.stage, artifact.short()));
+            }
+            State::WillRun { reasons, .. } => {
+                will_run += 1;
+                let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+                out.push_str(&format!("{:>9} {}: {}\n", "will run", p.stage, why.join("; ")));
+            }
+        }
+    }
+    if !sel.json {
+        out.push_str(&format!("{:>9} {will_run} will run, {cached} cached\n", "Plan"));
+    }
+    print_stdout(&out);
+    Ok(exit::OK)
+}
+
+/// The current artifact of `stage`, or a failure saying why there is none.
+async fn current(cache: Option<PathBuf>, file: &Path, stage: &str) -> Result<(Loaded, crate::store::Record), Failure> {
+    let sel = Selection { file: file.to_owned(), targets: vec![stage.to_owned()], force: vec![], sets: vec![], json: false };
+    let workflow = spec::load(file, &[])?;
+    if workflow.stage(stage).is_none() {
+        return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
+    }
+    let loaded = load(cache, &sel)?;
+    let planned = exec::plan::plan(&loaded.prepared, &loaded.store, &BTreeSet::new()).await?;
+    let entry = planned.into_iter().find(|p| p.stage == stage).expect("the target is planned");
+    match entry.state {
+        State::Cached { fingerprint, .. } => {
+            let record = loaded.store.record(&fingerprint).await?.expect("planned as cached");
+            Ok((loaded, record))
+        }
+        State::WillRun { reasons, .. } => {
+            let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
+            Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` has no artifact for its current inputs ({})", why.join("; ")))
+                .hint(format!("run `flow apply {} --target {stage}`", file.display())))
+        }
+    }
+}
+
+async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, json: bool) -> Result<u8, Failure> {
+    let (loaded, record) = current(cache, file, stage).await?;
+    let store = &loaded.store;
+    let manifest = store.manifest(&record.artifact).await?;
+    let log = store.log_path(&record.fingerprint);
+    let path = store.materialize(&record.artifact).await?;
+    if json {
+        let value = serde_json::json!({
+            "stage": stage,
+            "record": record,
+            "path": path,
+            "log": log.exists().then_some(&log),
+            "files": manifest.entries,
+        });
+        print_stdout(&format!("{value}\n"));
+        return Ok(exit::OK);
+    }
+    let mut out = String::new();
+    let row = |out: &mut String, k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+    row(&mut out, "stage", stage.to_owned());
+    row(&mut out, "kind", record.kind.clone());
+    row(&mut out, "fingerprint", record.fingerprint.to_string());
+    row(&mut out, "artifact", record.artifact.to_string());
+    row(&mut out, "path", path.display().to_string());
+    row(&mut out, "created", format!("{} on {} ({:.3}s, device {}, flow {})", record.created, record.host, record.seconds, record.device, record.flow_version));
+    row(&mut out, "produced by", format!("stage `{}` of workflow `{}`", record.stage, record.workflow));
+    row(&mut out, "log", if log.exists() { log.display().to_string() } else { "(none on this machine)".into() });
+    row(&mut out, "files", format!("{} ({})", manifest.entries.len(), human_bytes(manifest.total_size())));
+    for entry in &manifest.entries {
+        match entry {
+            crate::store::Entry::File { path, size, executable, .. } => {
+                out.push_str(&format!("  {:>10}  {path}{}\n", human_bytes(*size), if *executable { " (executable)" } else { "" }))
+            }
+            crate::store::Entry::Link { path, target } => out.push_str(&format!("  {:>10}  {path} -> {target}\n", "link")),
+        }
+    }
+    print_stdout(&out);
+    Ok(exit::OK)
+}
+
+async fn checkout_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, to: &Path) -> Result<u8, Failure> {
+    if to.exists() && fs_err::read_dir(to).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(Failure::new(exit::INVALID, format!("`{}` exists and is not an empty directory", to.display())));
+    }
+    let (loaded, record) = current(cache, file, stage).await?;
+    let n = loaded.store.checkout(&record.artifact, to).await?;
+    print_stderr(&format!("checked out {n} entries of `{stage}` ({}) to {}\n", record.artifact.short(), to.display()));
+    Ok(exit::OK)
+}
+
+async fn gc_cmd(cache: Option<PathBuf>, workflows: &[PathBuf], keep_days: u64, dry_run: bool) -> Result<u8, Failure> {
+    let mut keep = HashSet::new();
+    let mut root = cache.clone();
+    for w in workflows {
+        let workflow = spec::load(w, &[])?;
+        let lock = lockfile::LockFile::read(&lockfile::path_for(w)).map_err(|e| Failure::new(exit::INVALID, e))?;
+        keep.extend(lock.stages.values().map(|l| l.fingerprint));
+        root.get_or_insert_with(|| cache_root(None, Some(&workflow), &workflow.dir));
+    }
+    let root = root.unwrap_or_else(|| cache_root(None, None, Path::new(".")));
+    let store = open_store(&root)?;
+    let cutoff = SystemTime::now() - Duration::from_secs(keep_days * 86_400);
+    let r = store.gc(&keep, cutoff, dry_run).await?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    print_stderr(&format!(
+        "gc: kept {} records; {verb} {} records, {} blobs ({}), {} materialised trees\n",
+        r.kept_records,
+        r.removed_records,
+        r.removed_blobs,
+        human_bytes(r.freed_bytes),
+        r.removed_trees
+    ));
+    Ok(exit::OK)
+}
+
+async fn verify_cmd(cache: Option<PathBuf>, repair: bool) -> Result<u8, Failure> {
+    let root = cache_root(cache, None, Path::new("."));
+    let store = open_store(&root)?;
+    let r = store.verify(repair).await?;
+    let mut out = String::new();
+    for p in &r.problems {
+        out.push_str(&format!("error: {p}\n"));
+    }
+    out.push_str(&format!("verify: {} blobs, {} records, {} problems", r.blobs, r.records, r.problems.len()));
+    if repair {
+        out.push_str(&format!(", {} repaired", r.repaired));
+    }
+    out.push('\n');
+    print_stderr(&out);
+    Ok(if r.problems.is_empty() || repair { exit::OK } else { exit::STORE })
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`flow plan | head`) is not an error.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn print_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Renders an error once: `error:`, each cause, and a hint; workflow errors with their source.
+fn render(f: &Failure) {
+    let mut out = String::new();
+    if let Some(spec_errors) = f.error.downcast_ref::<SpecErrors>() {
+        out.push_str(&format!("error: {spec_errors}\n"));
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+        let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+        for e in &spec_errors.errors {
+            if let Some(loc) = &e.location {
+                out.push_str(&format!("\n{loc}: {}\n", e.message));
+            }
+            let _ = handler.render_report(&mut out, e);
+        }
+    } else {
+        out.push_str(&format!("error: {}\n", f.error));
+        let mut cause = f.error.source();
+        while let Some(c) = cause {
+            out.push_str(&format!("  caused by: {c}\n"));
+            cause = c.source();
+        }
+    }
+    if let Some(h) = &f.hint {
+        out.push_str(&format!("hint: {h}\n"));
+    }
+    print_stderr(&out);
+}

@@ -1,0 +1,348 @@
+//! `flow apply`: the scheduler. Walks the selected DAG, runs ready stages concurrently (at most
+//! `jobs` at once), skips the dependents of failures, and commits each successful run to the
+//! store. Every state change is reported as an [`Event`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::event::{Event, StageOutcome, Status, Summary};
+use super::lockfile::Locked;
+use super::runner::{self, Exit, ProcessSpec};
+use super::{ExecError, Prepared};
+use crate::hash::{Digest, Fingerprint};
+use crate::stages::command::env_value;
+use crate::store::{Provenance, Store, StoreError};
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub jobs: usize,
+    pub keep_going: bool,
+    pub force: BTreeSet<String>,
+}
+
+pub type Sink = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Lines of a failed stage's log shown with its failure.
+const LOG_TAIL: usize = 20;
+
+struct Done {
+    index: usize,
+    outcome: StageOutcome,
+    store_error: bool,
+}
+
+/// Applies the prepared workflow. Resolves when every selected stage has an outcome; `cancel`
+/// resolving stops it (running stages are killed, nothing partial is committed).
+pub async fn apply(
+    p: Arc<Prepared>,
+    store: Arc<Store>,
+    opts: Options,
+    sink: Sink,
+    cancel: impl Future<Output = ()> + Send + 'static,
+) -> Result<Summary, ExecError> {
+    let started = Instant::now();
+    let jobs = opts.jobs.max(1);
+    sink(&Event::RunStarted { workflow: p.workflow.name.clone(), stages: p.selected.len(), jobs });
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let cancel_task = tokio::spawn(async move {
+        cancel.await;
+        let _ = cancel_tx.send(true);
+    });
+    let selected: BTreeSet<usize> = p.selected.iter().copied().collect();
+    let mut waiting: HashMap<usize, usize> = p
+        .selected
+        .iter()
+        .map(|&i| (i, p.dag.dependencies(i).iter().filter(|d| selected.contains(d)).count()))
+        .collect();
+    let mut artifacts: BTreeMap<usize, Digest> = BTreeMap::new();
+    let mut ready: Vec<usize> = p.selected.iter().rev().copied().filter(|i| waiting[i] == 0).collect();
+    let semaphore = Arc::new(Semaphore::new(jobs));
+    let mut running = JoinSet::new();
+    let mut summary = Summary::default();
+    let mut stopping = false;
+    let mut lock = p.lock.clone();
+    let mut finished: BTreeSet<usize> = BTreeSet::new();
+
+    loop {
+        while !stopping && !*cancel_rx.borrow() {
+            let Some(i) = ready.pop() else { break };
+            let recipe = p.recipe(i, |j| artifacts.get(&j).copied()).expect("ready stages have all inputs");
+            let ctx = StageRun {
+                p: Arc::clone(&p),
+                store: Arc::clone(&store),
+                index: i,
+                fingerprint: recipe.fingerprint(),
+                force: opts.force.contains(&p.workflow.stages[i].name),
+                sink: Arc::clone(&sink),
+                cancel: cancel_rx.clone(),
+                artifacts: artifacts.clone(),
+            };
+            let sem = Arc::clone(&semaphore);
+            running.spawn(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore is never closed");
+                ctx.run().await
+            });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let done = joined.expect("stage tasks do not panic");
+        let i = done.index;
+        finished.insert(i);
+        summary.count(done.outcome.status);
+        summary.store_error |= done.store_error;
+        match done.outcome.status {
+            Status::Ran | Status::Cached => {
+                let artifact = done.outcome.artifact.expect("successful stages have an artifact");
+                let fingerprint = done.outcome.fingerprint.expect("successful stages have a fingerprint");
+                artifacts.insert(i, artifact);
+                let recipe = p.recipe(i, |j| artifacts.get(&j).copied()).expect("inputs known");
+                lock.stages.insert(
+                    p.workflow.stages[i].name.clone(),
+                    Locked { fingerprint, artifact, needs: p.need_names(i), recipe },
+                );
+                sink(&Event::Stage(done.outcome));
+                for d in p.dag.dependents(i) {
+                    if let Some(w) = waiting.get_mut(&d) {
+                        *w -= 1;
+                        if *w == 0 {
+                            ready.push(d);
+                        }
+                    }
+                }
+            }
+            _ => {
+                let failed = done.outcome.stage.clone();
+                sink(&Event::Stage(done.outcome));
+                for d in descendants(&p, i, &selected) {
+                    if finished.insert(d) {
+                        summary.count(Status::Skipped);
+                        sink(&Event::Stage(skipped(&p, d, format!("`{failed}` failed"))));
+                    }
+                }
+                ready.retain(|r| !finished.contains(r));
+                if !opts.keep_going || done.store_error {
+                    stopping = true;
+                }
+            }
+        }
+    }
+    summary.interrupted = *cancel_rx.borrow();
+    for &i in &p.selected {
+        if !finished.contains(&i) {
+            let why = if summary.interrupted { "interrupted" } else { "the run stopped after a failure" };
+            summary.count(Status::Skipped);
+            sink(&Event::Stage(skipped(&p, i, why.into())));
+        }
+    }
+    cancel_task.abort();
+    // Only stages still in the workflow keep an entry.
+    lock.stages.retain(|name, _| p.index(name).is_some());
+    lock.write(&p.lock_path)?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    sink(&Event::RunFinished(summary.clone()));
+    Ok(summary)
+}
+
+fn descendants(p: &Prepared, i: usize, selected: &BTreeSet<usize>) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = p.dag.dependents(i);
+    while let Some(d) = stack.pop() {
+        if selected.contains(&d) && seen.insert(d) {
+            out.push(d);
+            stack.extend(p.dag.dependents(d));
+        }
+    }
+    out.sort_by_key(|d| p.selected.iter().position(|s| s == d));
+    out
+}
+
+fn skipped(p: &Prepared, i: usize, reason: String) -> StageOutcome {
+    StageOutcome {
+        stage: p.workflow.stages[i].name.clone(),
+        status: Status::Skipped,
+        fingerprint: None,
+        artifact: None,
+        seconds: 0.0,
+        reason: Some(reason),
+        log: None,
+        log_tail: Vec::new(),
+    }
+}
+
+/// One stage's journey: cache lookup, run lock, run, commit.
+struct StageRun {
+    p: Arc<Prepared>,
+    store: Arc<Store>,
+    index: usize,
+    fingerprint: Fingerprint,
+    force: bool,
+    sink: Sink,
+    cancel: watch::Receiver<bool>,
+    artifacts: BTreeMap<usize, Digest>,
+}
+
+impl StageRun {
+    fn name(&self) -> &str {
+        &self.p.workflow.stages[self.index].name
+    }
+
+    fn outcome(&self, status: Status, artifact: Option<Digest>, seconds: f64) -> StageOutcome {
+        StageOutcome {
+            stage: self.name().to_owned(),
+            status,
+            fingerprint: Some(self.fingerprint),
+            artifact,
+            seconds,
+            reason: None,
+            log: None,
+            log_tail: Vec::new(),
+        }
+    }
+
+    async fn run(self) -> Done {
+        let started = Instant::now();
+        match self.attempt(started).await {
+            Ok(outcome) => Done { index: self.index, outcome, store_error: false },
+            Err(e) => {
+                let mut outcome = self.outcome(Status::Failed, None, started.elapsed().as_secs_f64());
+                outcome.reason = Some(error_chain(&e));
+                Done { index: self.index, outcome, store_error: true }
+            }
+        }
+    }
+
+    async fn cached(&self, started: Instant) -> Result<Option<StageOutcome>, StoreError> {
+        if self.force {
+            return Ok(None);
+        }
+        let Some(record) = self.store.record(&self.fingerprint).await? else { return Ok(None) };
+        self.store.materialize(&record.artifact).await?;
+        Ok(Some(self.outcome(Status::Cached, Some(record.artifact), started.elapsed().as_secs_f64())))
+    }
+
+    async fn attempt(&self, started: Instant) -> Result<StageOutcome, StoreError> {
+        if let Some(hit) = self.cached(started).await? {
+            return Ok(hit);
+        }
+        let store = Arc::clone(&self.store);
+        let fp = self.fingerprint;
+        // Another process may be running this fingerprint: wait for its lock, then look again.
+        let lock = {
+            let try_store = Arc::clone(&store);
+            match tokio::task::spawn_blocking(move || try_store.try_lock(&fp)).await.expect("lock task") ? {
+                Some(lock) => lock,
+                None => {
+                    (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: fp });
+                    tokio::task::spawn_blocking(move || store.lock(&fp)).await.expect("lock task")?
+                }
+            }
+        };
+        if let Some(hit) = self.cached(started).await? {
+            return Ok(hit);
+        }
+        if *self.cancel.borrow() {
+            return Ok(self.failed_outcome(started, "interrupted".into(), None));
+        }
+        (self.sink)(&Event::StageStarted { stage: self.name().to_owned(), fingerprint: fp });
+        let out = self.store.fresh_output_dir(&fp)?;
+        let log = self.store.log_path(&fp);
+        let spec = self.process(&out)?;
+        let exit = runner::run(&spec, &log, self.cancel.clone()).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let why = match exit {
+            Exit::Success => None,
+            Exit::Code(c) => Some(format!("exited with code {c}")),
+            Exit::Signal(s) => Some(format!("killed by signal {s}")),
+            Exit::Cancelled => Some("interrupted".into()),
+        };
+        if let Some(why) = why {
+            drop(lock);
+            return Ok(self.failed_outcome(started, why, Some(log)));
+        }
+        let stage = &self.p.workflow.stages[self.index];
+        let prov = Provenance {
+            kind: stage.kind.clone(),
+            stage: stage.name.clone(),
+            workflow: self.p.workflow.name.clone(),
+            seconds,
+            device: "cpu".into(),
+            metrics: Default::default(),
+        };
+        let record = match self.store.commit(&fp, &out, prov, self.force).await {
+            Ok(r) => r,
+            // A stage that wrote something the store refuses (an escaping symlink, a FIFO)
+            // failed; the store itself is fine.
+            Err(StoreError::BadOutput { path, why }) => {
+                let rel = path.strip_prefix(&out).unwrap_or(&path).display().to_string();
+                return Ok(self.failed_outcome(started, format!("output `{rel}` rejected: {why}"), Some(log)));
+            }
+            Err(e) => return Err(e),
+        };
+        self.store.clear_scratch(&fp)?;
+        drop(lock);
+        Ok(self.outcome(Status::Ran, Some(record.artifact), started.elapsed().as_secs_f64()))
+    }
+
+    fn failed_outcome(&self, started: Instant, why: String, log: Option<std::path::PathBuf>) -> StageOutcome {
+        let mut o = self.outcome(Status::Failed, None, started.elapsed().as_secs_f64());
+        o.reason = Some(why);
+        o.log_tail = log.as_deref().map(|l| runner::tail(l, LOG_TAIL)).unwrap_or_default();
+        o.log = log;
+        o
+    }
+
+    /// The process that runs this stage and its environment.
+    fn process(&self, out: &std::path::Path) -> Result<ProcessSpec, StoreError> {
+        let p = &self.p;
+        let stage = &p.workflow.stages[self.index];
+        let mut env = BTreeMap::new();
+        env.insert("FLOW_OUT".to_owned(), out.display().to_string());
+        env.insert("FLOW_STAGE".to_owned(), stage.name.clone());
+        env.insert("FLOW_FINGERPRINT".to_owned(), self.fingerprint.to_string());
+        for (role, need) in &stage.needs {
+            let dirs: Vec<String> = need
+                .stages
+                .iter()
+                .map(|(n, _)| {
+                    let digest = self.artifacts[&p.index(n).expect("validated need")];
+                    self.store.artifact_dir(&digest).display().to_string()
+                })
+                .collect();
+            if need.is_list {
+                env.insert(format!("FLOW_IN_{role}_COUNT"), dirs.len().to_string());
+                for (k, d) in dirs.iter().enumerate() {
+                    env.insert(format!("FLOW_IN_{role}_{k}"), d.clone());
+                }
+            }
+            env.insert(format!("FLOW_IN_{role}"), dirs.join(":"));
+        }
+        if let serde_json::Value::Object(params) = &p.checked[self.index].params {
+            for (k, v) in params {
+                env.insert(format!("FLOW_WITH_{k}"), env_value(v));
+            }
+        }
+        for var in &stage.env {
+            if let crate::spec::EnvVar::Set { name, value } = var {
+                env.insert(name.clone(), value.clone());
+            }
+        }
+        let run = stage.run.clone().expect("only command stages exist");
+        Ok(ProcessSpec { program: "sh".into(), args: vec!["-c".into(), run], cwd: p.workflow.dir.clone(), env })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

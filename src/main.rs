@@ -1,0 +1,5 @@
+//! The `flow` binary: parse the command line, run, map the outcome to an exit code.
+
+fn main() -> std::process::ExitCode {
+    flow::cli::main()
+}
