@@ -1,1 +1,11 @@
+//! flow's integration tests: one binary (ripgrep's layout), one module per area. Each test
+//! runs the real `flow` binary in a temporary project with its own store.
 
+mod util;
+
+mod apply;
+mod cli;
+mod concurrency;
+mod examples;
+mod malformed;
+mod store;

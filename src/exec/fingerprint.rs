@@ -71,7 +71,7 @@ mod tests {
     // Change it only together with FINGERPRINT_VERSION and a history line.
     #[test]
     fn pinned_fingerprint() {
-        assert_eq!(base().fingerprint().to_string(), "PIN");
+        assert_eq!(base().fingerprint().to_string(), "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e");
     }
 
     #[test]
@@ -87,7 +87,7 @@ mod tests {
             env: BTreeMap::new(),
             salt: None,
         };
-        assert_eq!(r.fingerprint().to_string(), "PIN");
+        assert_eq!(r.fingerprint().to_string(), "add3dd9dc591addfb2916794a653e7fbcf1654e85a28c3669d9010366725a439");
     }
 
     #[test]
@@ -100,7 +100,8 @@ mod tests {
     #[test]
     fn each_component_changes_the_fingerprint() {
         let b = base().fingerprint();
-        let changes: Vec<(&str, Box<dyn Fn(&mut Recipe)>)> = vec![
+        type Change = Box<dyn Fn(&mut Recipe)>;
+        let changes: Vec<(&str, Change)> = vec![
             ("v", Box::new(|r| r.v += 1)),
             ("kind", Box::new(|r| r.kind = "eval".into())),
             ("kind_version", Box::new(|r| r.kind_version += 1)),

@@ -133,7 +133,7 @@ impl StatCache {
         let mut out = Vec::with_capacity(paths.len());
         for ((path, (stamp, hit)), digest) in paths.iter().zip(looked).zip(hashed) {
             let digest = digest?;
-            if hit.is_none() && now - stamp.mtime_ns.max(stamp.ctime_ns) > RACY_WINDOW_NS {
+            if hit.is_none() && now - stamp.mtime_ns > RACY_WINDOW_NS {
                 self.entries.insert(path.clone(), Entry { stamp, digest });
                 self.dirty = true;
             }

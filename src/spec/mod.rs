@@ -109,6 +109,15 @@ impl Workflow {
         SpecError::at(&self.sources, span, message, label)
     }
 
+    /// An error at the key (rather than the value) of the last element of `keys`.
+    pub fn error_at_key(&self, keys: &[&str], message: impl Into<String>, label: impl Into<String>) -> SpecError {
+        let (last, parent) = keys.split_last().expect("a key path is not empty");
+        match self.root.path(parent).and_then(|n| n.key(last)) {
+            Some(k) => SpecError::at(&self.sources, k.span, message, label),
+            None => self.error_at(keys, message, label),
+        }
+    }
+
     pub fn error_at_span(&self, span: Span, message: impl Into<String>, label: impl Into<String>) -> SpecError {
         SpecError::at(&self.sources, span, message, label)
     }
@@ -362,33 +371,15 @@ impl Validator<'_> {
                 Err(e) => self.error(e.span, e.message, "here"),
             }
         }
-        let is_command = kind.as_deref() == Some("command");
-        let run = match (node.get("run"), is_command) {
-            (Some(r), true) => self.string(r, "`run`").filter(|s| {
-                let empty = s.trim().is_empty();
-                if empty {
-                    self.error(r.span, "`run` is empty", "empty command");
-                }
-                !empty
-            }),
-            (Some(r), false) => {
-                self.error_help(r.span, "`run` is only allowed on `kind: command` stages", "not a command stage", "built-in kinds are configured with `with:`".into());
-                None
+        let run = node.get("run").and_then(|r| {
+            let run = self.string(r, "`run`")?;
+            if run.trim().is_empty() {
+                self.error(r.span, "`run` is empty", "empty command");
+                return None;
             }
-            (None, true) => {
-                self.error(span, format!("command stage `{name}` has no `run`"), "missing `run`");
-                None
-            }
-            (None, false) => None,
-        };
-        let env = match node.get("env") {
-            Some(e) if is_command => self.env(e),
-            Some(e) => {
-                self.error(e.span, "`env` is only allowed on `kind: command` stages", "not a command stage");
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
+            Some(run)
+        });
+        let env = node.get("env").map(|e| self.env(e)).unwrap_or_default();
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
         Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, span })
     }

@@ -81,6 +81,14 @@ impl Node {
         }
     }
 
+    /// The key node (not the value) of `key` in a mapping node.
+    pub fn key(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k),
+            _ => None,
+        }
+    }
+
     /// Follows a path of mapping keys.
     pub fn path(&self, keys: &[&str]) -> Option<&Node> {
         keys.iter().try_fold(self, |node, key| node.get(key))
@@ -157,11 +165,8 @@ pub fn parse(text: &str, source: usize) -> Result<Node, YamlError> {
         })
     });
     let mut root: Option<Node> = None;
-    loop {
-        let (event, span) = match events.next() {
-            Some(item) => item?,
-            None => break,
-        };
+    while let Some(item) = events.next() {
+        let (event, span) = item?;
         let span = builder.span(span);
         match event {
             Event::StreamStart | Event::DocumentEnd | Event::Nothing => {}

@@ -17,6 +17,10 @@ impl Kind for Command {
         1
     }
 
+    fn is_command(&self) -> bool {
+        true
+    }
+
     fn roles(&self) -> Roles {
         Roles::Any
     }

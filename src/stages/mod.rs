@@ -41,6 +41,10 @@ pub trait Kind: Send + Sync {
     /// Bumped whenever the kind's results for the same parameters and inputs would change.
     fn version(&self) -> u32;
     fn roles(&self) -> Roles;
+    /// Whether stages of this kind are a shell command (`run:` and `env:`).
+    fn is_command(&self) -> bool {
+        false
+    }
     /// Whether a `defaults:` key applies to this kind's stages.
     fn takes_default(&self, key: &str) -> bool;
     /// Validates `with:` (defaults already merged in) and returns the canonical parameters.
@@ -82,7 +86,7 @@ impl Registry {
         let mut errors = Vec::new();
         for key in workflow.defaults.keys() {
             if !STAGE_DEFAULTS.contains(&key.as_str()) && !self.kinds.iter().any(|k| k.takes_default(key)) {
-                errors.push(workflow.error_at(&["defaults", key], format!("no stage kind takes a default `{key}`"), "unknown default"));
+                errors.push(workflow.error_at_key(&["defaults", key], format!("no stage kind takes a default `{key}`"), "unknown default"));
             }
         }
         let default_device = workflow.defaults.get("device");
@@ -107,6 +111,21 @@ impl Registry {
                 errors.push(err(&["kind"], format!("unknown kind `{}` in stage `{}`", stage.kind, stage.name), "unknown kind").with_help(help));
                 continue;
             };
+            match (kind.is_command(), &stage.run) {
+                (true, None) => errors.push(workflow.error_at_span(
+                    stage.span,
+                    format!("command stage `{}` has no `run`", stage.name),
+                    "missing `run`",
+                )),
+                (false, Some(_)) => errors.push(
+                    err(&["run"], "`run` is only allowed on `kind: command` stages".into(), "not a command stage")
+                        .with_help(format!("kind `{}` is configured with `with:`", kind.name())),
+                ),
+                _ => {}
+            }
+            if !kind.is_command() && !stage.env.is_empty() {
+                errors.push(err(&["env"], "`env` is only allowed on `kind: command` stages".into(), "not a command stage"));
+            }
             if let Roles::Fixed(roles) = kind.roles() {
                 for (role, need) in &stage.needs {
                     match roles.iter().find(|r| r.name == role) {

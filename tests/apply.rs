@@ -1,0 +1,260 @@
+//! Caching behaviour of `flow apply`: hits, invalidation cones, early cutoff, failures.
+
+use crate::util::{Project, logged};
+
+/// a → b → c, a → d; b has a parameter, a reads a file.
+fn diamond(p: &Project) {
+    p.write("data.txt", "hello\n");
+    p.write(
+        "wf.yaml",
+        &format!(
+            r#"version: 1
+stages:
+  a:
+    kind: command
+    inputs: [data.txt]
+    run: '{}'
+  b:
+    kind: command
+    needs: {{in: a}}
+    with: {{x: 1}}
+    run: '{}'
+  c:
+    kind: command
+    needs: {{in: b}}
+    run: '{}'
+  d:
+    kind: command
+    needs: {{in: a}}
+    run: '{}'
+"#,
+            logged("a", "cat data.txt"),
+            logged("b", "{ cat $FLOW_IN_in/out.txt; echo x=$FLOW_WITH_x; }"),
+            logged("c", "cat $FLOW_IN_in/out.txt"),
+            logged("d", "wc -c < $FLOW_IN_in/out.txt"),
+        ),
+    );
+}
+
+#[test]
+fn apply_twice_runs_nothing_the_second_time() {
+    let p = Project::new();
+    diamond(&p);
+    let first = p.apply("wf.yaml", &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.with_status("ran"), ["a", "b", "c", "d"]);
+    assert_eq!(p.runs(), ["a", "b", "c", "d"]);
+    assert_eq!(p.read(&format!("cache/artifacts/{}/out.txt", first.artifact("c"))), "hello\nx=1\n");
+
+    p.clear_runs();
+    let second = p.apply("wf.yaml", &[]);
+    assert_eq!(second.code, 0);
+    assert_eq!(second.with_status("cached"), ["a", "b", "c", "d"]);
+    assert!(p.runs().is_empty(), "nothing may run: {:?}", p.runs());
+    assert_eq!(second.summary["type"], "summary");
+    assert_eq!((second.summary["ran"].as_u64(), second.summary["cached"].as_u64()), (Some(0), Some(4)));
+    for s in ["a", "b", "c", "d"] {
+        assert_eq!(first.artifact(s), second.artifact(s));
+    }
+}
+
+#[test]
+fn a_changed_parameter_reruns_exactly_its_downstream_cone() {
+    let p = Project::new();
+    diamond(&p);
+    assert_eq!(p.apply("wf.yaml", &[]).code, 0);
+    p.clear_runs();
+    let r = p.apply("wf.yaml", &["--set", "b.with.x=2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.with_status("ran"), ["b", "c"]);
+    assert_eq!(r.with_status("cached"), ["a", "d"]);
+    assert_eq!(p.runs(), ["b", "c"]);
+
+    // The same change made in the YAML is the same fingerprint: nothing runs.
+    p.clear_runs();
+    let yaml = p.read("wf.yaml").replace("{x: 1}", "{x: 2}");
+    p.write("wf.yaml", &yaml);
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.with_status("cached"), ["a", "b", "c", "d"]);
+}
+
+#[test]
+fn a_changed_input_file_reruns_its_cone() {
+    let p = Project::new();
+    diamond(&p);
+    assert_eq!(p.apply("wf.yaml", &[]).code, 0);
+    p.clear_runs();
+    p.write("data.txt", "changed\n");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.with_status("ran"), ["a", "b", "c", "d"]);
+    // Back to the old content: every artifact is still in the store.
+    p.clear_runs();
+    p.write("data.txt", "hello\n");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.with_status("cached"), ["a", "b", "c", "d"]);
+    assert!(p.runs().is_empty());
+}
+
+#[test]
+fn identical_output_after_a_change_stops_the_invalidation() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        &format!(
+            "version: 1\nstages:\n  up:\n    kind: command\n    with: {{ignored: 1}}\n    run: '{}'\n  down:\n    kind: command\n    needs: {{in: up}}\n    run: '{}'\n",
+            logged("up", "echo constant"),
+            logged("down", "cat $FLOW_IN_in/out.txt"),
+        ),
+    );
+    let first = p.apply("wf.yaml", &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    p.clear_runs();
+    let r = p.apply("wf.yaml", &["--set", "up.with.ignored=2"]);
+    assert_eq!(r.status("up"), "ran");
+    assert_eq!(r.status("down"), "cached", "same bytes upstream must not re-run downstream");
+    assert_eq!(r.artifact("up"), first.artifact("up"));
+    assert_ne!(r.stage("up")["fingerprint"], first.stage("up")["fingerprint"]);
+    assert_eq!(p.runs(), ["up"]);
+}
+
+fn failing(p: &Project, fail: bool) {
+    p.write(
+        "wf.yaml",
+        &format!(
+            "version: 1\nstages:\n  root:\n    kind: command\n    run: '{}'\n  bad:\n    kind: command\n    needs: {{in: root}}\n    run: '{}'\n  after:\n    kind: command\n    needs: {{in: bad}}\n    run: '{}'\n  other:\n    kind: command\n    needs: {{in: root}}\n    run: 'sleep 0.3; {}'\n",
+            logged("root", "echo r"),
+            logged("bad", if fail { "echo partial > $FLOW_OUT/half; echo boom >&2; exit 1; echo" } else { "echo fixed" }),
+            logged("after", "cat $FLOW_IN_in/out.txt"),
+            logged("other", "echo o"),
+        ),
+    );
+}
+
+#[test]
+fn a_failing_stage_skips_its_dependents_and_records_nothing() {
+    let p = Project::new();
+    failing(&p, true);
+    let r = p.apply("wf.yaml", &["--keep-going"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.status("bad"), "failed");
+    assert_eq!(r.status("after"), "skipped");
+    assert_eq!(r.status("other"), "ran", "--keep-going lets independent stages finish");
+    assert!(r.stage("bad")["fingerprint"].is_string());
+    assert!(r.stage("bad")["artifact"].is_null());
+    assert_eq!(r.stage("bad")["log_tail"][0], "boom");
+    assert_eq!(p.records(), 2, "only root and other have records");
+    assert_eq!(r.summary["failed"], 1);
+    assert_eq!(r.summary["skipped"], 1);
+
+    // Human output shows the log tail.
+    let out = p.flow(&["apply", "wf.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("FAILED") && stderr.contains("boom"), "{stderr}");
+
+    p.clear_runs();
+    failing(&p, false);
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.with_status("ran"), ["after", "bad"]);
+    assert_eq!(r.with_status("cached"), ["other", "root"]);
+}
+
+#[test]
+fn without_keep_going_nothing_new_starts_after_a_failure() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nstages:\n  bad:\n    kind: command\n    run: exit 3\n  later:\n    kind: command\n    needs: {x: gate}\n    run: echo later >> runs.log\n  gate:\n    kind: command\n    run: sleep 0.5\n",
+    );
+    let r = p.apply("wf.yaml", &["--jobs", "2"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.status("bad"), "failed");
+    assert!(r.stage("bad")["reason"].as_str().unwrap().contains("code 3"));
+    assert_eq!(r.status("later"), "skipped");
+    assert!(p.runs().is_empty());
+}
+
+#[test]
+fn force_reruns_a_cached_stage_and_downstream_follows_by_content() {
+    let p = Project::new();
+    diamond(&p);
+    assert_eq!(p.apply("wf.yaml", &[]).code, 0);
+    p.clear_runs();
+    let r = p.apply("wf.yaml", &["--force", "b"]);
+    assert_eq!(r.with_status("ran"), ["b"]);
+    assert_eq!(r.with_status("cached"), ["a", "c", "d"]);
+}
+
+#[test]
+fn targets_select_a_stage_and_its_dependencies() {
+    let p = Project::new();
+    diamond(&p);
+    let r = p.apply("wf.yaml", &["--target", "c"]);
+    assert_eq!(r.code, 0);
+    assert_eq!(r.with_status("ran"), ["a", "b", "c"]);
+    assert_eq!(r.stages.len(), 3);
+}
+
+#[test]
+fn list_roles_and_parameters_reach_the_command() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"version: 1
+stages:
+  x:
+    kind: command
+    run: echo x > $FLOW_OUT/v
+  y:
+    kind: command
+    run: echo y > $FLOW_OUT/v
+  join:
+    kind: command
+    needs: {parts: [y, x]}
+    with: {name: hi, n: 3, list: [1, 2]}
+    env: {GREETING: hello}
+    run: |
+      { cat $FLOW_IN_parts_0/v $FLOW_IN_parts_1/v; echo $FLOW_IN_parts_COUNT $FLOW_WITH_name $FLOW_WITH_n $FLOW_WITH_list $GREETING $FLOW_STAGE; } > $FLOW_OUT/all
+      test "$FLOW_IN_parts" = "$FLOW_IN_parts_0:$FLOW_IN_parts_1"
+"#,
+    );
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.read(&format!("cache/artifacts/{}/all", r.artifact("join"))), "y\nx\n2 hi 3 [1,2] hello join\n");
+}
+
+#[test]
+fn a_stage_writing_an_escaping_symlink_fails_and_is_not_cached() {
+    let p = Project::new();
+    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: ln -s /etc/passwd $FLOW_OUT/link\n");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stage("s")["reason"].as_str().unwrap().contains("leaves the output"), "{:?}", r.stage("s"));
+    assert_eq!(p.records(), 0);
+}
+
+#[test]
+fn the_lock_file_records_each_stage() {
+    let p = Project::new();
+    diamond(&p);
+    let r = p.apply("wf.yaml", &[]);
+    let lock: serde_json::Value = serde_json::from_str(&p.read("wf.lock")).unwrap();
+    for s in ["a", "b", "c", "d"] {
+        assert_eq!(lock["stages"][s]["artifact"].as_str().unwrap(), r.artifact(s));
+        assert_eq!(lock["stages"][s]["fingerprint"], r.stage(s)["fingerprint"]);
+    }
+    assert_eq!(lock["stages"]["b"]["recipe"]["params"]["x"], 1);
+    assert_eq!(lock["stages"]["c"]["needs"]["in"][0], "b");
+}
+
+#[test]
+fn stage_and_workflow_names_do_not_enter_the_fingerprint() {
+    let p = Project::new();
+    p.write("one.yaml", "version: 1\nname: one\nstages:\n  first:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n");
+    p.write("two.yaml", "version: 1\nname: two\nstages:\n  renamed:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n");
+    let a = p.apply("one.yaml", &[]);
+    let b = p.apply("two.yaml", &[]);
+    assert_eq!(b.status("renamed"), "cached");
+    assert_eq!(a.stage("first")["fingerprint"], b.stage("renamed")["fingerprint"]);
+}

@@ -1,0 +1,110 @@
+//! The other commands: plan (and its reasons), graph, show, checkout, Ctrl-C.
+
+use std::time::{Duration, Instant};
+
+use crate::util::Project;
+
+fn chain(p: &Project) {
+    p.write("in.txt", "1\n");
+    p.write(
+        "wf.yaml",
+        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [in.txt]\n    with: {lr: 0.001}\n    run: cat in.txt > $FLOW_OUT/a\n  b:\n    kind: command\n    needs: {src: a}\n    run: cat $FLOW_IN_src/a > $FLOW_OUT/b\n",
+    );
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn plan_explains_why_each_stage_will_run() {
+    let p = Project::new();
+    chain(&p);
+    let out = stdout(&p.flow(&["plan", "wf.yaml"]));
+    assert!(out.contains("will run a: no record"), "{out}");
+    assert!(out.contains("will run b: input stage `a` (src) will run"), "{out}");
+    assert_eq!(p.apply("wf.yaml", &[]).code, 0);
+
+    let out = stdout(&p.flow(&["plan", "wf.yaml"]));
+    assert!(out.contains("cached a") && out.contains("cached b"), "{out}");
+    assert!(out.contains("0 will run, 2 cached"), "{out}");
+
+    let out = stdout(&p.flow(&["plan", "wf.yaml", "--set", "a.with.lr=1e-4"]));
+    assert!(out.contains("will run a: with.lr changed: 0.001 → 0.0001"), "{out}");
+    p.write("in.txt", "2\n");
+    let out = stdout(&p.flow(&["plan", "wf.yaml"]));
+    assert!(out.contains("will run a: file `in.txt` changed"), "{out}");
+
+    let json = stdout(&p.flow(&["plan", "wf.yaml", "--json"]));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["stage"], "a");
+    assert_eq!(first["status"], "will_run");
+    assert_eq!(first["reasons"][0]["reason"], "file_changed");
+}
+
+#[test]
+fn graph_draws_text_dot_and_mermaid() {
+    let p = Project::new();
+    chain(&p);
+    assert_eq!(stdout(&p.flow(&["graph", "wf.yaml"])), "a (command)\nb (command) <- src: a\n");
+    insta::assert_snapshot!(stdout(&p.flow(&["graph", "wf.yaml", "--format", "dot"])), @r#"
+    digraph workflow {
+      rankdir=LR;
+      "a" [label="a\n(command)"];
+      "b" [label="b\n(command)"];
+      "a" -> "b" [label="src"];
+    }
+    "#);
+    insta::assert_snapshot!(stdout(&p.flow(&["graph", "wf.yaml", "--format", "mermaid"])), @r#"
+    flowchart LR
+      s0["a (command)"]
+      s1["b (command)"]
+      s0 -->|src| s1
+    "#);
+}
+
+#[test]
+fn show_and_checkout_give_the_current_artifact() {
+    let p = Project::new();
+    chain(&p);
+    let out = p.flow(&["show", "wf.yaml", "b"]);
+    assert_eq!(out.status.code(), Some(1), "nothing built yet");
+    let r = p.apply("wf.yaml", &[]);
+    let out = stdout(&p.flow(&["show", "wf.yaml", "b"]));
+    assert!(out.contains(&format!("artifact     {}", r.artifact("b"))), "{out}");
+    assert!(out.contains("files        1 (2 B)") && out.contains("b\n"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&p.flow(&["show", "wf.yaml", "b", "--json"]))).unwrap();
+    assert_eq!(json["record"]["artifact"], r.artifact("b"));
+    assert_eq!(json["files"][0]["path"], "b");
+
+    let to = p.path().join("exported");
+    let out = p.flow(&["checkout", "wf.yaml", "b", "--to", to.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(to.join("b")).unwrap(), "1\n");
+    std::fs::write(to.join("b"), "writable\n").expect("a checkout is an ordinary writable copy");
+    let again = p.flow(&["checkout", "wf.yaml", "b", "--to", to.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "refuses a non-empty destination");
+}
+
+#[test]
+fn ctrl_c_stops_the_run_and_commits_nothing() {
+    let p = Project::new();
+    p.write("wf.yaml", "version: 1\nstages:\n  slow:\n    kind: command\n    run: 'touch started; sleep 30; echo done > $FLOW_OUT/x'\n");
+    let child = p.command(&["apply", "wf.yaml", "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the stage was not killed");
+    let r = crate::util::parse_applied(out);
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    assert_eq!(r.status("slow"), "failed");
+    assert_eq!(r.summary["interrupted"], true);
+    assert_eq!(p.records(), 0);
+    let plan = stdout(&p.flow(&["plan", "wf.yaml"]));
+    assert!(plan.contains("will run slow"), "{plan}");
+}

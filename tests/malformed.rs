@@ -1,0 +1,101 @@
+//! Malformed workflows: each is rejected with exit 2 and a message that names the location,
+//! before anything runs or the store is touched.
+
+use crate::util::Project;
+
+/// (name, workflow text, expected message fragment, expected `file:line:col` or `file` prefix)
+const CASES: &[(&str, &str, &str, &str)] = &[
+    ("yaml syntax", "version: 1\nstages: [a, b\n", "", "wf.yaml:"),
+    ("not a mapping", "- a\n- b\n", "must be a mapping", "wf.yaml:1:1"),
+    ("missing version", "stages:\n  a: {kind: command, run: 'true'}\n", "missing `version`", "wf.yaml:1:1"),
+    ("bad version", "version: 2\nstages:\n  a: {kind: command, run: 'true'}\n", "unsupported workflow version", "wf.yaml:1:10"),
+    ("unknown top key", "version: 1\nstagez: {}\n", "unknown key `stagez`", "wf.yaml:2:1"),
+    ("missing stages", "version: 1\nname: x\n", "missing `stages`", "wf.yaml:1:1"),
+    ("empty stages", "version: 1\nstages: {}\n", "`stages` is empty", "wf.yaml:2:9"),
+    ("unknown stage key", "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    kindd: x\n", "unknown key `kindd`", "wf.yaml:6:5"),
+    ("unknown kind", "version: 1\nstages:\n  a:\n    kind: comand\n    run: 'true'\n", "unknown kind `comand`", "wf.yaml:4:11"),
+    ("missing kind", "version: 1\nstages:\n  a:\n    run: 'true'\n", "has no `kind`", "wf.yaml:3:3"),
+    ("unknown need", "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: nope}\n    run: 'true'\n", "unknown stage `nope`", "wf.yaml:5:16"),
+    ("cycle", "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: b}\n    run: 'true'\n  b:\n    kind: command\n    needs: {x: a}\n    run: 'true'\n", "cycle: a -> b -> a", "wf.yaml:5:16"),
+    ("self loop", "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: a}\n    run: 'true'\n", "needs itself", "wf.yaml:5:16"),
+    ("duplicate stage", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n  a: {kind: command, run: 'false'}\n", "duplicate key `a`", "wf.yaml:4:3"),
+    ("glob matches nothing", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [data/*.txt]\n    run: 'true'\n", "matches no file", "wf.yaml:5:14"),
+    ("input escapes", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [../etc/passwd]\n    run: 'true'\n", "leaves the workflow's directory", "wf.yaml:5:14"),
+    ("absolute input", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [/etc/passwd]\n    run: 'true'\n", "is absolute", "wf.yaml:5:14"),
+    ("bad glob", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['[a']\n    run: 'true'\n", "invalid glob", "wf.yaml:5:14"),
+    ("wrong type run", "version: 1\nstages:\n  a:\n    kind: command\n    run: [1, 2]\n", "`run` must be a string", "wf.yaml:5:10"),
+    ("missing run", "version: 1\nstages:\n  a:\n    kind: command\n", "has no `run`", "wf.yaml:3:3"),
+    ("unknown kind with a typo", "version: 1\nstages:\n  a:\n    kind: comand\n    run: 'true'\n", "did you mean `command`?", "wf.yaml:4:11"),
+    ("needs not a mapping", "version: 1\nstages:\n  a:\n    kind: command\n    needs: [b]\n    run: 'true'\n", "must be a mapping", "wf.yaml:5:12"),
+    ("inputs wrong type", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: {a: 1}\n    run: 'true'\n", "`inputs` must be a list", "wf.yaml:5:13"),
+    ("bad stage name", "version: 1\nstages:\n  'a b':\n    kind: command\n    run: 'true'\n", "invalid stage name", "wf.yaml:3:3"),
+    ("bad role name", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n  b:\n    kind: command\n    needs: {'in-put': a}\n    run: 'true'\n", "invalid role name", "wf.yaml:6:13"),
+    ("with not a mapping", "version: 1\nstages:\n  a:\n    kind: command\n    with: 3\n    run: 'true'\n", "must be a mapping", "wf.yaml:5:11"),
+    ("bad with key", "version: 1\nstages:\n  a:\n    kind: command\n    with: {'bad-key': 1}\n    run: 'true'\n", "must be an identifier", "wf.yaml:5:23"),
+    ("non-finite number", "version: 1\nstages:\n  a:\n    kind: command\n    with: {x: .nan}\n    run: 'true'\n", "not a finite number", "wf.yaml:5:15"),
+    ("env on reserved name", "version: 1\nstages:\n  a:\n    kind: command\n    env: {FLOW_OUT: x}\n    run: 'true'\n", "invalid environment variable", "wf.yaml:5:11"),
+    ("kind not built in", "version: 1\nstages:\n  a:\n    kind: pretrain\n    run: 'true'\n", "unknown kind `pretrain`", "wf.yaml:4:11"),
+    ("bad device", "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n", "invalid device", "wf.yaml:5:13"),
+    ("unknown default", "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
+    ("two documents", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n", "exactly one YAML document", "wf.yaml:4:1"),
+    ("nul byte", "version: 1\nstages:\n  a: {kind: command, run: \"tr\\0ue\"}\n", "NUL", "wf.yaml:3:"),
+    ("deep nesting", "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n", "nesting deeper", "wf.yaml:3:"),
+];
+
+#[test]
+fn every_malformed_workflow_is_rejected_with_its_location() {
+    assert!(CASES.len() >= 20);
+    for (name, text, message, location) in CASES {
+        let p = Project::new();
+        p.write("wf.yaml", text);
+        let out = p.flow(&["apply", "wf.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: exit code; stderr:\n{stderr}");
+        assert!(stderr.contains(message), "{name}: expected {message:?} in:\n{stderr}");
+        assert!(stderr.contains(location), "{name}: expected location {location:?} in:\n{stderr}");
+        assert!(!p.cache().exists(), "{name}: the store must not be touched");
+    }
+}
+
+#[test]
+fn every_error_of_a_workflow_is_reported_at_once() {
+    let p = Project::new();
+    p.write("wf.yaml", "version: 1\nstages:\n  a:\n    kind: command\n    kindd: x\n    run: 'true'\n  b:\n    kind: command\n    needs: {x: nope}\n    run: 'true'\n");
+    let out = p.flow(&["plan", "wf.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("2 errors in `wf.yaml`"), "{stderr}");
+    assert!(stderr.contains("wf.yaml:9:16") && stderr.contains("unknown stage `nope`"), "{stderr}");
+    assert!(stderr.contains("wf.yaml:5:5") && stderr.contains("did you mean `kind`?"), "{stderr}");
+}
+
+#[test]
+fn invalid_utf8_is_rejected_with_its_position() {
+    let p = Project::new();
+    std::fs::write(p.path().join("wf.yaml"), b"version: 1\nname: caf\xe9\n").unwrap();
+    let out = p.flow(&["apply", "wf.yaml"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("wf.yaml:2:10") && stderr.contains("UTF-8"), "{stderr}");
+}
+
+#[test]
+fn bad_overrides_name_the_argument() {
+    let p = Project::new();
+    p.write("wf.yaml", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n");
+    for (set, message) in [
+        ("nope.with.x=1", "unknown stage `nope`"),
+        ("a.x=1", "is not of the form"),
+        ("a.with.x", "is not of the form"),
+        ("a.with.x=[1", "bad value"),
+    ] {
+        let out = p.flow(&["apply", "wf.yaml", "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{set}: {stderr}");
+        assert!(stderr.contains(message) && stderr.contains(&format!("--set {set}")), "{set}: {stderr}");
+    }
+    let out = p.flow(&["apply", "wf.yaml", "--target", "zzz"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = p.flow(&["apply", "wf.yaml", "--jobs", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,128 @@
+//! The store under attack: flipped bytes, hostile manifests, gc.
+
+use std::os::unix::fs::PermissionsExt;
+
+use flow::hash::Digest;
+use flow::store::{Entry, Manifest};
+
+use crate::util::Project;
+
+fn one_stage(p: &Project) -> crate::util::Applied {
+    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: echo payload > $FLOW_OUT/data.txt\n");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r
+}
+
+fn blob_path(p: &Project, digest: &str) -> std::path::PathBuf {
+    p.cache().join("cas").join(&digest[..2]).join(digest)
+}
+
+#[test]
+fn verify_detects_a_flipped_byte_and_repair_makes_the_stage_rerun() {
+    let p = Project::new();
+    one_stage(&p);
+    let out = p.flow(&["verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let blob = blob_path(&p, &Digest::of(b"payload\n").hex());
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&blob, bytes).unwrap();
+
+    let out = p.flow(&["verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&format!("blob `cas/{}/{}` is corrupt", &Digest::of(b"payload\n").hex()[..2], Digest::of(b"payload\n"))), "{stderr}");
+
+    let out = p.flow(&["verify", "--repair"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(p.flow(&["verify"]).status.code(), Some(0));
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.status("s"), "ran");
+    assert_eq!(p.read(&format!("cache/artifacts/{}/data.txt", r.artifact("s"))), "payload\n");
+}
+
+/// Replaces the record of stage `s` with one pointing at `manifest`, as a hostile shared
+/// cache could.
+fn plant(p: &Project, manifest_bytes: &[u8]) {
+    let lock: serde_json::Value = serde_json::from_str(&p.read("wf.lock")).unwrap();
+    let fp = lock["stages"]["s"]["fingerprint"].as_str().unwrap().to_owned();
+    let digest = Digest::of(manifest_bytes);
+    let blob = blob_path(p, &digest.hex());
+    std::fs::create_dir_all(blob.parent().unwrap()).unwrap();
+    std::fs::write(&blob, manifest_bytes).unwrap();
+    let record_path = p.cache().join("ac").join(format!("{fp}.json"));
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["artifact"] = digest.hex().into();
+    std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
+}
+
+#[test]
+fn hostile_manifests_in_the_store_are_rejected() {
+    let payload = Digest::of(b"payload\n");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            Manifest { version: 1, entries: vec![Entry::File { path: "../escape".into(), size: 8, executable: false, digest: payload }] }.bytes(),
+            "contains `..`",
+        ),
+        (
+            Manifest { version: 1, entries: vec![Entry::File { path: "/etc/owned".into(), size: 8, executable: false, digest: payload }] }.bytes(),
+            "absolute path",
+        ),
+        (
+            Manifest { version: 1, entries: vec![Entry::Link { path: "l".into(), target: "../../../root".into() }] }.bytes(),
+            "link escapes",
+        ),
+        (br#"{"version":1,"entries":[{"type":"file","path":"a","size":1}]}"#.to_vec(), "not valid JSON of the expected shape"),
+    ];
+    for (bytes, why) in cases {
+        let p = Project::new();
+        one_stage(&p);
+        plant(&p, &bytes);
+        let r = p.apply("wf.yaml", &[]);
+        assert_eq!(r.code, 3, "{why}: {}", r.stderr);
+        let reason = r.stage("s")["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{why}: {reason}");
+        assert!(!p.path().join("escape").exists() && !p.cache().join("escape").exists());
+        let out = p.flow(&["verify"]);
+        assert_eq!(out.status.code(), Some(3), "verify must flag the planted record");
+    }
+}
+
+#[test]
+fn a_record_pointing_at_a_missing_manifest_is_reported() {
+    let p = Project::new();
+    let r = one_stage(&p);
+    let manifest = blob_path(&p, &r.artifact("s"));
+    std::fs::remove_file(manifest).unwrap();
+    std::fs::remove_dir_all(p.cache().join("artifacts")).ok();
+    let out = p.flow(&["verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr.contains("missing or corrupt manifest"), "{stderr}");
+}
+
+#[test]
+fn gc_keeps_what_the_lock_file_names_and_drops_the_rest() {
+    let p = Project::new();
+    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    with: {v: 1}\n    run: echo $FLOW_WITH_v > $FLOW_OUT/v.txt\n");
+    assert_eq!(p.apply("wf.yaml", &[]).code, 0);
+    assert_eq!(p.apply("wf.yaml", &["--set", "s.with.v=2"]).code, 0);
+    assert_eq!(p.records(), 2);
+    let out = p.flow(&["gc", "wf.yaml", "--keep-days", "0", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("would remove 1 records"), "{stderr}");
+    assert_eq!(p.records(), 2);
+    let out = p.flow(&["gc", "wf.yaml", "--keep-days", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr.contains("removed 1 records, 2 blobs"), "{stderr}");
+    assert_eq!(p.records(), 1);
+    assert_eq!(p.flow(&["verify"]).status.code(), Some(0));
+    let r = p.apply("wf.yaml", &["--set", "s.with.v=2"]);
+    assert_eq!(r.status("s"), "cached");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.status("s"), "ran");
+}
