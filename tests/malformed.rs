@@ -37,6 +37,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("kind not built in", "version: 1\nstages:\n  a:\n    kind: pretrain\n    run: 'true'\n", "unknown kind `pretrain`", "wf.yaml:4:11"),
     ("bad device", "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n", "invalid device", "wf.yaml:5:13"),
     ("unknown default", "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
+    ("remote not supported yet", "version: 1\nstore: {remote: 's3://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` is not supported yet", "wf.yaml:2:17"),
     ("two documents", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n", "exactly one YAML document", "wf.yaml:4:1"),
     ("nul byte", "version: 1\nstages:\n  a: {kind: command, run: \"tr\\0ue\"}\n", "NUL", "wf.yaml:3:"),
     ("deep nesting", "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n", "nesting deeper", "wf.yaml:3:"),

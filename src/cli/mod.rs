@@ -83,8 +83,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print the blake3 digest of files, as flow computes them (like `b3sum`).
+    Hash {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Re-hash every blob and check every record; exit 3 on any corruption.
     Verify {
+        /// Use this workflow's store (its `store.local`, or `cache/` at its project root).
+        workflow: Option<PathBuf>,
         /// Delete corrupt blobs and the records that need them, so the next apply re-runs them.
         #[arg(long)]
         repair: bool,
@@ -177,7 +185,7 @@ impl From<ExecError> for Failure {
         match e {
             ExecError::Spec(s) => s.into(),
             ExecError::Store(s) => s.into(),
-            other => Failure::new(exit::STORE, other),
+            e @ (ExecError::Inputs { .. } | ExecError::Lock(_)) => Failure::new(exit::INVALID, e),
         }
     }
 }
@@ -233,7 +241,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Show { file, stage, json } => show_cmd(cli.cache, &file, &stage, json).await,
         Command::Checkout { file, stage, to } => checkout_cmd(cli.cache, &file, &stage, &to).await,
         Command::Gc { workflows, keep_days, dry_run } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
-        Command::Verify { repair } => verify_cmd(cli.cache, repair).await,
+        Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
+        Command::Hash { files } => {
+            let mut out = String::new();
+            for f in &files {
+                let (digest, _) = crate::hash::file::hash_file(f).map_err(|e| Failure::new(exit::INVALID, e))?;
+                out.push_str(&format!("{digest}  {}\n", f.display()));
+            }
+            print_stdout(&out);
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -275,9 +292,10 @@ struct Loaded {
 fn load(cache: Option<PathBuf>, sel: &Selection) -> Result<Loaded, Failure> {
     let workflow = spec::load(&sel.file, &overrides(&sel.sets))?;
     let registry = Registry::builtin();
-    let unknown: Vec<&String> = sel.force.iter().filter(|s| workflow.stage(s).is_none()).collect();
-    if let Some(s) = unknown.first() {
-        return Err(Failure::new(exit::INVALID, format!("`--force {s}` names no stage of this workflow")));
+    for (flag, names) in [("--force", &sel.force), ("--target", &sel.targets)] {
+        if let Some(s) = names.iter().find(|s| workflow.stage(s).is_none()) {
+            return Err(Failure::new(exit::INVALID, format!("`{flag} {s}` names no stage of `{}`", sel.file.display())));
+        }
     }
     let root = cache_root(cache, Some(&workflow), &workflow.dir);
     // Check before touching the store, so an invalid workflow leaves it unchanged.
@@ -436,18 +454,25 @@ async fn gc_cmd(cache: Option<PathBuf>, workflows: &[PathBuf], keep_days: u64, d
     let r = store.gc(&keep, cutoff, dry_run).await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     print_stderr(&format!(
-        "gc: kept {} records; {verb} {} records, {} blobs ({}), {} materialised trees\n",
+        "gc: kept {} records; {verb} {} records, {} blobs ({}), {} materialised trees, {} scratch dirs\n",
         r.kept_records,
         r.removed_records,
         r.removed_blobs,
         human_bytes(r.freed_bytes),
-        r.removed_trees
+        r.removed_trees,
+        r.removed_scratch
     ));
     Ok(exit::OK)
 }
 
-async fn verify_cmd(cache: Option<PathBuf>, repair: bool) -> Result<u8, Failure> {
-    let root = cache_root(cache, None, Path::new("."));
+async fn verify_cmd(cache: Option<PathBuf>, workflow: Option<&Path>, repair: bool) -> Result<u8, Failure> {
+    let root = match workflow {
+        Some(w) => {
+            let workflow = spec::load(w, &[])?;
+            cache_root(cache, Some(&workflow), &workflow.dir)
+        }
+        None => cache_root(cache, None, Path::new(".")),
+    };
     let store = open_store(&root)?;
     let r = store.verify(repair).await?;
     let mut out = String::new();

@@ -81,7 +81,7 @@ impl Human {
                 }
             }
             Event::StageWaiting { stage, .. } => {
-                self.line(format!("{:>9} {:>10} {stage} (another flow process is running it)", "WAITING", ""));
+                self.line(format!("{:>9} {:>10} {stage} (another run of the same fingerprint holds its lock)", "WAITING", ""));
             }
             Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
             Event::Stage(o) => {

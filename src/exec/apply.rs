@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::event::{Event, StageOutcome, Status, Summary};
@@ -36,8 +36,19 @@ struct Done {
     store_error: bool,
 }
 
+/// What a stage task reports back to the scheduler.
+enum Report {
+    /// The cache lookup: a hit (`Some`), or a miss that must run.
+    Looked { index: usize, hit: Result<Option<StageOutcome>, StoreError> },
+    Ran(Done),
+}
+
 /// Applies the prepared workflow. Resolves when every selected stage has an outcome; `cancel`
 /// resolving stops it (running stages are killed, nothing partial is committed).
+///
+/// Each ready stage is first looked up in the store (lookups are not limited: they are cheap
+/// and make a no-op apply fast); misses queue to run, at most `jobs` at once, in declaration
+/// order. Once a failure stops the run, nothing queued starts.
 pub async fn apply(
     p: Arc<Prepared>,
     store: Arc<Store>,
@@ -60,19 +71,32 @@ pub async fn apply(
         .map(|&i| (i, p.dag.dependencies(i).iter().filter(|d| selected.contains(d)).count()))
         .collect();
     let mut artifacts: BTreeMap<usize, Digest> = BTreeMap::new();
-    let mut ready: Vec<usize> = p.selected.iter().rev().copied().filter(|i| waiting[i] == 0).collect();
-    let semaphore = Arc::new(Semaphore::new(jobs));
-    let mut running = JoinSet::new();
+    let mut ready: BTreeSet<usize> = p.selected.iter().copied().filter(|i| waiting[i] == 0).collect();
+    let mut to_run: BTreeSet<usize> = BTreeSet::new();
+    let mut runs: HashMap<usize, Arc<StageRun>> = HashMap::new();
+    let mut recipes = HashMap::new();
+    let mut tasks = JoinSet::new();
+    let mut running = 0usize;
     let mut summary = Summary::default();
     let mut stopping = false;
     let mut lock = p.lock.clone();
     let mut finished: BTreeSet<usize> = BTreeSet::new();
 
     loop {
-        while !stopping && !*cancel_rx.borrow() {
-            let Some(i) = ready.pop() else { break };
+        let cancelled = *cancel_rx.borrow();
+        while !stopping && !cancelled {
+            let Some(i) = ready.pop_first() else { break };
             let recipe = p.recipe(i, |j| artifacts.get(&j).copied()).expect("ready stages have all inputs");
-            let ctx = StageRun {
+            let upstream = p.workflow.stages[i]
+                .needs
+                .values()
+                .flat_map(|n| &n.stages)
+                .map(|(name, _)| {
+                    let j = p.index(name).expect("validated need");
+                    (j, artifacts[&j])
+                })
+                .collect();
+            let run = Arc::new(StageRun {
                 p: Arc::clone(&p),
                 store: Arc::clone(&store),
                 index: i,
@@ -80,16 +104,31 @@ pub async fn apply(
                 force: opts.force.contains(&p.workflow.stages[i].name),
                 sink: Arc::clone(&sink),
                 cancel: cancel_rx.clone(),
-                artifacts: artifacts.clone(),
-            };
-            let sem = Arc::clone(&semaphore);
-            running.spawn(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore is never closed");
-                ctx.run().await
+                upstream,
             });
+            recipes.insert(i, recipe);
+            runs.insert(i, Arc::clone(&run));
+            tasks.spawn(async move { Report::Looked { index: i, hit: run.cached(Instant::now()).await } });
         }
-        let Some(joined) = running.join_next().await else { break };
-        let done = joined.expect("stage tasks do not panic");
+        while !stopping && !cancelled && running < jobs {
+            let Some(i) = to_run.pop_first() else { break };
+            running += 1;
+            let run = Arc::clone(&runs[&i]);
+            tasks.spawn(async move { Report::Ran(run.run().await) });
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        let done = match joined.expect("stage tasks do not panic") {
+            Report::Looked { index, hit: Ok(None) } => {
+                to_run.insert(index);
+                continue;
+            }
+            Report::Looked { index, hit: Ok(Some(outcome)) } => Done { index, outcome, store_error: false },
+            Report::Looked { index, hit: Err(e) } => runs[&index].store_failure(Instant::now(), &e),
+            Report::Ran(done) => {
+                running -= 1;
+                done
+            }
+        };
         let i = done.index;
         finished.insert(i);
         summary.count(done.outcome.status);
@@ -99,7 +138,7 @@ pub async fn apply(
                 let artifact = done.outcome.artifact.expect("successful stages have an artifact");
                 let fingerprint = done.outcome.fingerprint.expect("successful stages have a fingerprint");
                 artifacts.insert(i, artifact);
-                let recipe = p.recipe(i, |j| artifacts.get(&j).copied()).expect("inputs known");
+                let recipe = recipes.remove(&i).expect("started stages have a recipe");
                 lock.stages.insert(
                     p.workflow.stages[i].name.clone(),
                     Locked { fingerprint, artifact, needs: p.need_names(i), recipe },
@@ -109,22 +148,21 @@ pub async fn apply(
                     if let Some(w) = waiting.get_mut(&d) {
                         *w -= 1;
                         if *w == 0 {
-                            ready.push(d);
+                            ready.insert(d);
                         }
                     }
                 }
             }
-            _ => {
-                let failed = done.outcome.stage.clone();
+            status => {
+                let name = done.outcome.stage.clone();
                 sink(&Event::Stage(done.outcome));
                 for d in descendants(&p, i, &selected) {
                     if finished.insert(d) {
                         summary.count(Status::Skipped);
-                        sink(&Event::Stage(skipped(&p, d, format!("`{failed}` failed"))));
+                        sink(&Event::Stage(skipped(&p, d, format!("`{name}` failed"))));
                     }
                 }
-                ready.retain(|r| !finished.contains(r));
-                if !opts.keep_going || done.store_error {
+                if status == Status::Failed && (!opts.keep_going || done.store_error) {
                     stopping = true;
                 }
             }
@@ -157,7 +195,8 @@ fn descendants(p: &Prepared, i: usize, selected: &BTreeSet<usize>) -> Vec<usize>
             stack.extend(p.dag.dependents(d));
         }
     }
-    out.sort_by_key(|d| p.selected.iter().position(|s| s == d));
+    let rank: HashMap<usize, usize> = p.selected.iter().enumerate().map(|(r, &s)| (s, r)).collect();
+    out.sort_by_key(|d| rank[d]);
     out
 }
 
@@ -183,7 +222,8 @@ struct StageRun {
     force: bool,
     sink: Sink,
     cancel: watch::Receiver<bool>,
-    artifacts: BTreeMap<usize, Digest>,
+    /// Artifact digests of the stages this one needs, by stage index.
+    upstream: BTreeMap<usize, Digest>,
 }
 
 impl StageRun {
@@ -204,16 +244,18 @@ impl StageRun {
         }
     }
 
-    async fn run(self) -> Done {
+    async fn run(&self) -> Done {
         let started = Instant::now();
         match self.attempt(started).await {
             Ok(outcome) => Done { index: self.index, outcome, store_error: false },
-            Err(e) => {
-                let mut outcome = self.outcome(Status::Failed, None, started.elapsed().as_secs_f64());
-                outcome.reason = Some(error_chain(&e));
-                Done { index: self.index, outcome, store_error: true }
-            }
+            Err(e) => self.store_failure(started, &e),
         }
+    }
+
+    fn store_failure(&self, started: Instant, e: &StoreError) -> Done {
+        let mut outcome = self.outcome(Status::Failed, None, started.elapsed().as_secs_f64());
+        outcome.reason = Some(error_chain(e));
+        Done { index: self.index, outcome, store_error: true }
     }
 
     async fn cached(&self, started: Instant) -> Result<Option<StageOutcome>, StoreError> {
@@ -225,22 +267,29 @@ impl StageRun {
         Ok(Some(self.outcome(Status::Cached, Some(record.artifact), started.elapsed().as_secs_f64())))
     }
 
+    /// Runs the stage: takes its run lock, looks once more (another process may have
+    /// finished it meanwhile), runs the process and commits the output.
     async fn attempt(&self, started: Instant) -> Result<StageOutcome, StoreError> {
-        if let Some(hit) = self.cached(started).await? {
-            return Ok(hit);
-        }
         let store = Arc::clone(&self.store);
         let fp = self.fingerprint;
         // Another process may be running this fingerprint: wait for its lock, then look again.
-        let lock = {
+        // Polling (not a blocking flock) keeps the wait cancellable by Ctrl-C.
+        let mut delay = Duration::from_millis(5);
+        let mut announced = false;
+        let lock = loop {
             let try_store = Arc::clone(&store);
-            match tokio::task::spawn_blocking(move || try_store.try_lock(&fp)).await.expect("lock task") ? {
-                Some(lock) => lock,
-                None => {
-                    (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: fp });
-                    tokio::task::spawn_blocking(move || store.lock(&fp)).await.expect("lock task")?
-                }
+            if let Some(lock) = tokio::task::spawn_blocking(move || try_store.try_lock(&fp)).await.expect("lock task")? {
+                break lock;
             }
+            if !announced {
+                (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: fp });
+                announced = true;
+            }
+            if *self.cancel.borrow() {
+                return Ok(self.failed_outcome(started, "interrupted".into(), None));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(200));
         };
         if let Some(hit) = self.cached(started).await? {
             return Ok(hit);
@@ -270,7 +319,7 @@ impl StageRun {
             stage: stage.name.clone(),
             workflow: self.p.workflow.name.clone(),
             seconds,
-            device: "cpu".into(),
+            device: self.p.checked[self.index].device.clone(),
             metrics: Default::default(),
         };
         let record = match self.store.commit(&fp, &out, prov, self.force).await {
@@ -278,8 +327,11 @@ impl StageRun {
             // A stage that wrote something the store refuses (an escaping symlink, a FIFO)
             // failed; the store itself is fine.
             Err(StoreError::BadOutput { path, why }) => {
-                let rel = path.strip_prefix(&out).unwrap_or(&path).display().to_string();
-                return Ok(self.failed_outcome(started, format!("output `{rel}` rejected: {why}"), Some(log)));
+                let what = match path.strip_prefix(&out) {
+                    Ok(rel) if !rel.as_os_str().is_empty() => format!("output `{}` rejected: {why}", rel.display()),
+                    _ => format!("output rejected: {why}"),
+                };
+                return Ok(self.failed_outcome(started, what, Some(log)));
             }
             Err(e) => return Err(e),
         };
@@ -309,7 +361,7 @@ impl StageRun {
                 .stages
                 .iter()
                 .map(|(n, _)| {
-                    let digest = self.artifacts[&p.index(n).expect("validated need")];
+                    let digest = self.upstream[&p.index(n).expect("validated need")];
                     self.store.artifact_dir(&digest).display().to_string()
                 })
                 .collect();

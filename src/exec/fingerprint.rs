@@ -29,8 +29,8 @@ pub struct Recipe {
     pub needs: BTreeMap<String, Needed>,
     pub inputs: BTreeMap<String, Digest>,
     pub command: Option<String>,
-    /// Declared environment: set values, or the caller's value of a passed-through name
-    /// (`null` when unset).
+    /// Declared environment: set values, or `blake3:<digest>` of the caller's value of a
+    /// passed-through name (`null` when unset).
     pub env: BTreeMap<String, Option<String>>,
     pub salt: Option<String>,
 }

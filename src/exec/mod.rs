@@ -90,7 +90,7 @@ fn select(workflow: &Workflow, dag: &Dag, targets: &[String]) -> Result<Vec<usiz
     let mut idx = Vec::new();
     let mut errors = Vec::new();
     for t in targets {
-        match workflow.stages.iter().position(|s| &s.name == t) {
+        match workflow.index(t) {
             Some(i) => idx.push(i),
             None => errors.push(SpecError::whole(format!("target `{t}` is not a stage of this workflow"))),
         }
@@ -107,7 +107,7 @@ impl Prepared {
     /// upstream artifact is unknown.
     pub fn recipe(&self, i: usize, artifact: impl Fn(usize) -> Option<Digest>) -> Option<Recipe> {
         let stage = &self.workflow.stages[i];
-        let index = |name: &str| self.workflow.stages.iter().position(|s| s.name == name).expect("validated need");
+        let index = |name: &str| self.workflow.index(name).expect("validated need");
         let mut needs = BTreeMap::new();
         for (role, need) in &stage.needs {
             let digests: Option<Vec<Digest>> = need.stages.iter().map(|(n, _)| artifact(index(n))).collect();
@@ -120,7 +120,11 @@ impl Prepared {
             .iter()
             .map(|e| match e {
                 EnvVar::Set { name, value } => (name.clone(), Some(value.clone())),
-                EnvVar::Pass { name } => (name.clone(), std::env::var(name).ok()),
+                // Only a digest of a passed-through value is kept: the recipe is written to the
+                // lock file, which is committed, and such variables often hold secrets.
+                EnvVar::Pass { name } => {
+                    (name.clone(), std::env::var(name).ok().map(|v| format!("blake3:{}", Digest::of(v.as_bytes()))))
+                }
             })
             .collect();
         Some(Recipe {
@@ -146,6 +150,6 @@ impl Prepared {
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.workflow.stages.iter().position(|s| s.name == name)
+        self.workflow.index(name)
     }
 }

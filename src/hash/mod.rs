@@ -81,10 +81,14 @@ pub fn canonical_json(value: &impl Serialize) -> Vec<u8> {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
+        // Formatted once per stage and object path on every no-op apply: keep it cheap.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, byte) in self.0.iter().enumerate() {
+            out[2 * i] = HEX[(byte >> 4) as usize];
+            out[2 * i + 1] = HEX[(byte & 0xf) as usize];
         }
-        Ok(())
+        f.write_str(std::str::from_utf8(&out).expect("hex is ASCII"))
     }
 }
 

@@ -9,7 +9,7 @@
 pub mod error;
 pub mod yaml;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +35,7 @@ pub struct Workflow {
     pub stages: Vec<Stage>,
     sources: Vec<Source>,
     root: Node,
+    index: HashMap<String, usize>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -91,7 +92,12 @@ pub struct Override(pub String);
 
 impl Workflow {
     pub fn stage(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| s.name == name)
+        self.index(name).map(|i| &self.stages[i])
+    }
+
+    /// The position of stage `name` in [`Workflow::stages`].
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     pub fn sources(&self) -> &[Source] {
@@ -170,7 +176,8 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Workflow, SpecErrors>
         return Err(errs(v.errors));
     }
     let (name, store, defaults, stages) = checked.expect("no errors means a result");
-    Ok(Workflow { path: path.to_path_buf(), dir, name, store, defaults, stages, sources, root })
+    let index = stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    Ok(Workflow { path: path.to_path_buf(), dir, name, store, defaults, stages, sources, root, index })
 }
 
 struct Validator<'a> {
@@ -286,6 +293,18 @@ impl Validator<'_> {
         };
         if let Some(n) = node.get("local") {
             out.local = self.string(n, "`store.local`").map(PathBuf::from);
+        }
+        // Accepted by the language, refused until remotes exist: a setting that is silently
+        // ignored would let a team believe its checkpoints are shared.
+        for key in ["remote", "push"] {
+            if let Some(n) = node.get(key) {
+                self.error_help(
+                    n.span,
+                    format!("`store.{key}` is not supported yet"),
+                    "not supported yet",
+                    "remote stores (S3) are planned; for now artifacts stay in the local store".into(),
+                );
+            }
         }
         if let Some(n) = node.get("remote") {
             out.remote = self.string(n, "`store.remote`");
@@ -403,6 +422,10 @@ impl Validator<'_> {
                         Value::Str(s) => s.clone(),
                         Value::Int(i) => i.to_string(),
                         Value::Float(f) if f.is_finite() => f.to_string(),
+                        Value::Float(_) => {
+                            self.error(v.span, "an `env` value must be a finite number", "not finite");
+                            continue;
+                        }
                         Value::Bool(b) => b.to_string(),
                         other => {
                             self.error(v.span, format!("an `env` value must be a scalar, not {}", other.type_name()), "expected a scalar");
@@ -530,7 +553,7 @@ pub fn closest<'a>(word: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
         .map(|a| (edit_distance(word, a), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 3))
+        .filter(|(d, a)| *d < word.len().min(a.len()) && *d <= 1.max(a.len() / 3))
         .min()
         .map(|(_, a)| a)
 }

@@ -266,6 +266,8 @@ impl Builder {
             }
             Event::MappingStart(anchor, _) => {
                 let mut entries: Vec<(Node, Node)> = Vec::new();
+                // Key text → position, so duplicate detection stays linear in big mappings.
+                let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
                 loop {
                     let (ev, sp) = self.next(events, span)?;
                     if matches!(ev, Event::MappingEnd) {
@@ -277,16 +279,14 @@ impl Builder {
                     }
                     let (ev, sp) = self.next(events, span)?;
                     let value = self.node(ev, sp, events, depth + 1)?;
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| same_key(k, &key)) {
+                    let text = key_text(&key);
+                    if let Some(&first) = seen.get(&text) {
                         return Err(YamlError {
-                            message: format!(
-                                "duplicate key `{}` (first defined at line {})",
-                                key_text(&key),
-                                first.span.line
-                            ),
+                            message: format!("duplicate key `{text}` (first defined at line {})", entries[first].0.span.line),
                             span: key.span,
                         });
                     }
+                    seen.insert(text, entries.len());
                     entries.push((key, value));
                 }
                 (Node { value: Value::Map(entries), span }, anchor)
@@ -313,10 +313,6 @@ fn count_nodes(node: &Node) -> usize {
         Value::Map(entries) => entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum(),
         _ => 0,
     }
-}
-
-fn same_key(a: &Node, b: &Node) -> bool {
-    key_text(a) == key_text(b)
 }
 
 fn key_text(node: &Node) -> String {

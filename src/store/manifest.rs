@@ -5,7 +5,7 @@
 //! `..`, duplicate or nested-under-file paths, links that escape the artifact and absurd sizes.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,12 @@ impl Manifest {
         }
         let unsafe_ = |path: &str, why| ManifestError::Unsafe { path: path.chars().take(200).collect(), why };
         let mut files = BTreeSet::new();
+        let links: BTreeSet<&str> = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e, Entry::Link { .. }))
+            .map(Entry::path)
+            .collect();
         for pair in self.entries.windows(2) {
             if pair[0].path() >= pair[1].path() {
                 return Err(ManifestError::Order(pair[1].path().chars().take(200).collect()));
@@ -110,7 +116,7 @@ impl Manifest {
                     if target.is_empty() || target.contains('\0') || Path::new(target).is_absolute() {
                         return Err(unsafe_(path, "link target is absolute or empty"));
                     }
-                    if !link_stays_inside(path, target) {
+                    if !link_stays_inside(path, target, &links) {
                         return Err(unsafe_(path, "link escapes the artifact"));
                     }
                 }
@@ -154,14 +160,26 @@ pub fn check_relative(path: &str) -> Result<(), &'static str> {
 }
 
 /// Whether a relative link at `path` pointing to `target` resolves inside the artifact root.
-pub fn link_stays_inside(path: &str, target: &str) -> bool {
-    let mut depth: Vec<PathBuf> = Path::new(path).parent().map(|p| p.components().map(|c| PathBuf::from(c.as_os_str())).collect()).unwrap_or_default();
-    for c in Path::new(target).components() {
+///
+/// Resolution is textual, which is only sound if the walk never passes *through* another link
+/// (`d/L -> ../..` followed by `M -> d/L/../..` escapes on disk though each text stays inside),
+/// so a target that traverses any of `links` is refused. A target that *is* a link is fine:
+/// that link was checked the same way.
+pub fn link_stays_inside(path: &str, target: &str, links: &BTreeSet<&str>) -> bool {
+    let mut at: Vec<String> =
+        Path::new(path).parent().map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let parts: Vec<Component> = Path::new(target).components().collect();
+    for (i, c) in parts.iter().enumerate() {
         match c {
-            Component::Normal(n) => depth.push(PathBuf::from(n)),
+            Component::Normal(n) => {
+                at.push(n.to_string_lossy().into_owned());
+                if i + 1 < parts.len() && links.contains(at.join("/").as_str()) {
+                    return false;
+                }
+            }
             Component::CurDir => {}
             Component::ParentDir => {
-                if depth.pop().is_none() {
+                if at.pop().is_none() {
                     return false;
                 }
             }
@@ -215,6 +233,10 @@ mod tests {
             assert!(err.contains(want), "{entries:?}: {err}");
         }
         assert!(parse(vec![link("d/l", "../x"), file("x")]).is_ok());
+        // Each text stays inside, but `m` walks through the link `d/e/l` and escapes on disk.
+        let chain = vec![link("d/e/l", "../.."), link("m", "d/e/l/../../..")];
+        assert!(parse(chain).unwrap_err().to_string().contains("escapes"));
+        assert!(parse(vec![link("a", "b"), link("b", "c"), file("c")]).is_ok(), "a link to a link is fine");
     }
 
     #[test]
