@@ -84,8 +84,7 @@ pub async fn apply(
 
     loop {
         let cancelled = *cancel_rx.borrow();
-        while !stopping && !cancelled {
-            let Some(i) = ready.pop_first() else { break };
+        while let Some(i) = ready.pop_first().filter(|_| !stopping && !cancelled) {
             let recipe = p.recipe(i, |j| artifacts.get(&j).copied()).expect("ready stages have all inputs");
             let upstream = p.workflow.stages[i]
                 .needs
