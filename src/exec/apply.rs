@@ -105,6 +105,8 @@ pub async fn apply(
                 cancel: cancel_rx.clone(),
                 upstream,
             });
+            tracing::debug!(stage = %p.workflow.stages[i].name, fingerprint = %run.fingerprint, "ready");
+            tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");
             recipes.insert(i, recipe);
             runs.insert(i, Arc::clone(&run));
             tasks.spawn(async move { Report::Looked { index: i, hit: run.cached(Instant::now()).await } });
@@ -261,7 +263,11 @@ impl StageRun {
         if self.force {
             return Ok(None);
         }
-        let Some(record) = self.store.record(&self.fingerprint).await? else { return Ok(None) };
+        let Some(record) = self.store.record(&self.fingerprint).await? else {
+            tracing::debug!(stage = self.name(), "no record");
+            return Ok(None);
+        };
+        tracing::debug!(stage = self.name(), artifact = %record.artifact, "record found");
         self.store.materialize(&record.artifact).await?;
         Ok(Some(self.outcome(Status::Cached, Some(record.artifact), started.elapsed().as_secs_f64())))
     }
@@ -300,7 +306,9 @@ impl StageRun {
         let out = self.store.fresh_output_dir(&fp)?;
         let log = self.store.log_path(&fp);
         let spec = self.process(&out)?;
+        tracing::debug!(stage = self.name(), cwd = %spec.cwd.display(), out = %out.display(), "starting");
         let exit = runner::run(&spec, &log, self.cancel.clone()).await?;
+        tracing::debug!(stage = self.name(), ?exit, "exited");
         let seconds = started.elapsed().as_secs_f64();
         let why = match exit {
             Exit::Success => None,

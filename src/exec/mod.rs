@@ -74,6 +74,7 @@ pub fn prepare(workflow: Workflow, registry: &Registry, store: &Store, targets: 
             continue;
         }
         let full: Vec<PathBuf> = files.iter().map(|f| workflow.dir.join(f)).collect();
+        tracing::debug!(stage = %stage.name, files = full.len(), "hashing inputs");
         let digests =
             cache.digests(&full).map_err(|source| ExecError::Inputs { stage: stage.name.clone(), source })?;
         inputs[i] = files.iter().map(|f| f.to_string_lossy().into_owned()).zip(digests).collect();

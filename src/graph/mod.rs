@@ -75,14 +75,6 @@ impl Dag {
         &self.order
     }
 
-    pub fn len(&self) -> usize {
-        self.graph.node_count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.graph.node_count() == 0
-    }
-
     /// The stages `stage` needs directly, deduplicated.
     pub fn dependencies(&self, stage: usize) -> Vec<usize> {
         let set: BTreeSet<usize> = self

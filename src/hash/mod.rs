@@ -35,10 +35,6 @@ impl Digest {
         Self(*hasher.finalize().as_bytes())
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     pub fn hex(&self) -> String {
         self.to_string()
     }

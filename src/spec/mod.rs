@@ -100,10 +100,6 @@ impl Workflow {
         self.index.get(name).copied()
     }
 
-    pub fn sources(&self) -> &[Source] {
-        &self.sources
-    }
-
     /// The span of the node at `keys` from the document root, if it exists.
     pub fn span(&self, keys: &[&str]) -> Option<Span> {
         self.root.path(keys).map(|n| n.span)

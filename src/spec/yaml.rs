@@ -128,27 +128,6 @@ impl Node {
         })
     }
 
-    /// Builds a node from JSON, every part carrying `span` (used for values synthesised from
-    /// defaults).
-    pub fn from_json(value: &serde_json::Value, span: Span) -> Node {
-        use serde_json::Value as J;
-        let value = match value {
-            J::Null => Value::Null,
-            J::Bool(b) => Value::Bool(*b),
-            J::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-            },
-            J::String(s) => Value::Str(s.clone()),
-            J::Array(items) => Value::Seq(items.iter().map(|v| Node::from_json(v, span)).collect()),
-            J::Object(map) => Value::Map(
-                map.iter()
-                    .map(|(k, v)| (Node { value: Value::Str(k.clone()), span }, Node::from_json(v, span)))
-                    .collect(),
-            ),
-        };
-        Node { value, span }
-    }
 }
 
 /// Parses one YAML document. An empty document is `Null`; several documents are an error.

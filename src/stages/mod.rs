@@ -7,11 +7,9 @@
 
 pub mod command;
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
-use crate::spec::{SpecError, SpecErrors, Workflow};
+use crate::spec::{SpecErrors, Workflow};
 
 /// One role a kind reads from `needs:`.
 #[derive(Debug, Clone, Copy)]
@@ -190,28 +188,4 @@ impl Registry {
 
 fn is_device(d: &str) -> bool {
     matches!(d, "cpu" | "cuda" | "auto") || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-}
-
-/// Unused-parameter check shared by kinds with a fixed parameter set.
-pub fn unknown_keys(with: &Map<String, Value>, allowed: &[&str]) -> Result<(), ParamError> {
-    for key in with.keys() {
-        if !allowed.contains(&key.as_str()) {
-            let help = crate::spec::closest(key, allowed).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
-            return Err(ParamError { path: vec![key.clone()], message: format!("unknown parameter `{key}`{help}") });
-        }
-    }
-    Ok(())
-}
-
-/// Errors that carry no span (used by kinds' tests).
-pub fn describe(errors: &SpecErrors) -> Vec<String> {
-    errors.errors.iter().map(|e: &SpecError| e.message.clone()).collect()
-}
-
-/// The parameters as they enter the fingerprint, sorted by key.
-pub fn canonical(params: &Value) -> BTreeMap<String, Value> {
-    match params {
-        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        _ => BTreeMap::new(),
-    }
 }

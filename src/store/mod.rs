@@ -240,6 +240,7 @@ impl Store {
         let manifest = self.ingest(out)?;
         let manifest_bytes = Bytes::from(manifest.bytes());
         let artifact = cas::put_blob(self.objects(), manifest_bytes).await?;
+        tracing::debug!(%fp, %artifact, files = manifest.entries.len(), bytes = manifest.total_size(), "committed blobs and manifest");
         let dir = self.artifact_dir(&artifact);
         if !dir.is_dir() {
             self.build_tree(&manifest, &dir, false)?;
