@@ -11,6 +11,7 @@
 //! layer 3   cli                      clap commands, reporters, error rendering; the only printer
 //! layer 2   exec                     prepare, plan, apply (scheduler), fingerprint recipe, events
 //! layer 1   graph   stages   store   the DAG; kinds and their parameters; the artifact store
+//!           ml                       (below stages) model, optimizer, tokenizer, training on candle
 //! layer 0   spec    hash             the YAML language; digests and file hashing
 //! ```
 
@@ -22,6 +23,8 @@ pub mod exec;
 pub mod graph;
 /// Digests, fingerprints, canonical JSON and file hashing.
 pub mod hash;
+/// The ML core on candle: model, optimizer, schedules, tokenizer, shards, training loop.
+pub mod ml;
 /// Stage kinds and the registry that checks a workflow against them.
 pub mod stages;
 /// The workflow language: YAML with spans → validated `Workflow`.

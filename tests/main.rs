@@ -9,3 +9,4 @@ mod concurrency;
 mod examples;
 mod malformed;
 mod store;
+mod training;

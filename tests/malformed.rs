@@ -34,7 +34,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("bad with key", "version: 1\nstages:\n  a:\n    kind: command\n    with: {'bad-key': 1}\n    run: 'true'\n", "must be an identifier", "wf.yaml:5:23"),
     ("non-finite number", "version: 1\nstages:\n  a:\n    kind: command\n    with: {x: .nan}\n    run: 'true'\n", "not a finite number", "wf.yaml:5:15"),
     ("env on reserved name", "version: 1\nstages:\n  a:\n    kind: command\n    env: {FLOW_OUT: x}\n    run: 'true'\n", "invalid environment variable", "wf.yaml:5:11"),
-    ("kind not built in", "version: 1\nstages:\n  a:\n    kind: pretrain\n    run: 'true'\n", "unknown kind `pretrain`", "wf.yaml:4:11"),
+    ("run on a built-in kind", "version: 1\nstages:\n  a:\n    kind: corpus\n    run: 'true'\n", "only allowed on `kind: command`", "wf.yaml:5:10"),
     ("bad device", "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n", "invalid device", "wf.yaml:5:13"),
     ("unknown default", "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
     ("remote not supported yet", "version: 1\nstore: {remote: 's3://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` is not supported yet", "wf.yaml:2:17"),

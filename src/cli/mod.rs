@@ -2,6 +2,7 @@
 //! error rendering and exit codes ([`exit`]). The only module that prints.
 
 pub mod exit;
+pub mod plot;
 pub mod report;
 
 use std::collections::{BTreeSet, HashSet};
@@ -61,6 +62,9 @@ enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Draw the loss and learning-rate curves of a training artifact to this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Copy a stage's artifact out of the store as an ordinary, writable directory.
     Checkout {
@@ -82,6 +86,12 @@ enum Command {
         /// Report what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Run one built-in stage from a task file (what `flow apply` starts; not for direct use).
+    #[command(hide = true)]
+    RunStage {
+        /// The task file written by `flow apply`.
+        task: PathBuf,
     },
     /// Print the blake3 digest of files, as flow computes them (like `b3sum`).
     Hash {
@@ -238,7 +248,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_stdout(&text);
             Ok(exit::OK)
         }
-        Command::Show { file, stage, json } => show_cmd(cli.cache, &file, &stage, json).await,
+        Command::Show { file, stage, json, plot } => show_cmd(cli.cache, &file, &stage, json, plot.as_deref()).await,
+        Command::RunStage { task } => run_stage(&task),
         Command::Checkout { file, stage, to } => checkout_cmd(cli.cache, &file, &stage, &to).await,
         Command::Gc { workflows, keep_days, dry_run } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
         Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
@@ -389,12 +400,16 @@ async fn current(cache: Option<PathBuf>, file: &Path, stage: &str) -> Result<(Lo
     }
 }
 
-async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, json: bool) -> Result<u8, Failure> {
+async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, json: bool, plot_to: Option<&Path>) -> Result<u8, Failure> {
     let (loaded, record) = current(cache, file, stage).await?;
     let store = &loaded.store;
     let manifest = store.manifest(&record.artifact).await?;
     let log = store.log_path(&record.fingerprint);
     let path = store.materialize(&record.artifact).await?;
+    if let Some(to) = plot_to {
+        plot::training_curves(&path.join("metrics.jsonl"), to).map_err(|e| Failure::new(exit::INVALID, e))?;
+        print_stderr(&format!("wrote {}\n", to.display()));
+    }
     if json {
         let value = serde_json::json!({
             "stage": stage,
@@ -486,6 +501,24 @@ async fn verify_cmd(cache: Option<PathBuf>, workflow: Option<&Path>, repair: boo
     out.push('\n');
     print_stderr(&out);
     Ok(if r.problems.is_empty() || repair { exit::OK } else { exit::STORE })
+}
+
+/// `flow run-stage TASK`: runs a built-in kind in this process. Progress goes to stdout in
+/// the runner's protocol; errors go to stderr (the stage's log) and exit 1.
+fn run_stage(task_file: &Path) -> Result<u8, Failure> {
+    let bytes = fs_err::read(task_file).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let task: crate::stages::Task = serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::new(exit::INVALID, format!("`{}`: {e}", task_file.display())))?;
+    let registry = Registry::builtin();
+    let kind = registry
+        .kind(&task.kind)
+        .ok_or_else(|| Failure::new(exit::INVALID, format!("unknown kind `{}`", task.kind)))?;
+    let mut progress = |p: &crate::stages::Progress| {
+        let line = serde_json::to_string(p).expect("progress serialises");
+        print_stdout(&format!("{}{line}\n", crate::exec::runner::PROGRESS_PREFIX));
+    };
+    kind.run(&task, &mut progress).map_err(|e| Failure::new(exit::STAGE_FAILED, e))?;
+    Ok(exit::OK)
 }
 
 fn human_bytes(n: u64) -> String {

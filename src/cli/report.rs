@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exec::{Event, StageOutcome, Status, Summary};
+use crate::stages::Progress;
 
 pub enum Reporter {
     Human(Human),
@@ -84,8 +85,9 @@ impl Human {
                 self.line(format!("{:>9} {:>10} {stage} (another run of the same fingerprint holds its lock)", "WAITING", ""));
             }
             Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
+            Event::StageProgress { stage, progress } => self.progress(stage, progress),
             Event::Stage(o) => {
-                self.set_running(|r| r.retain(|s| s != &o.stage));
+                self.set_running(|r| r.retain(|s| s.split(' ').next() != Some(o.stage.as_str())));
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
@@ -96,6 +98,35 @@ impl Human {
                     bar.finish_and_clear();
                 }
                 self.line(summary_line(s));
+            }
+        }
+    }
+
+    /// On a TTY the bar's message shows the latest report of each running stage; elsewhere a
+    /// line is printed at every tenth of the run.
+    fn progress(&self, stage: &str, p: &Progress) {
+        let mut text = format!("{stage} {}/{}", p.step, p.total);
+        if let Some(loss) = p.loss {
+            text.push_str(&format!(" loss {loss:.3}"));
+        }
+        if let Some(tps) = p.tokens_per_s {
+            text.push_str(&format!(" {:.1}k tok/s", tps / 1000.0));
+        }
+        if let Some(eta) = p.eta_s {
+            text.push_str(&format!(" ETA {}", humantime::format_duration(std::time::Duration::from_secs(eta.round() as u64))));
+        }
+        match &self.bar {
+            Some(bar) => {
+                let mut running = self.running.lock().expect("reporter lock");
+                for r in running.iter_mut().filter(|r| r.split(' ').next() == Some(stage)) {
+                    *r = text.clone();
+                }
+                bar.set_message(running.join(", "));
+            }
+            None => {
+                if p.total > 0 && p.step > 0 && (p.step * 10 / p.total) != ((p.step - 1) * 10 / p.total) {
+                    self.line(format!("{:>9} {:>10} {text}", "PROGRESS", ""));
+                }
             }
         }
     }

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -15,6 +17,8 @@ use super::lockfile::Locked;
 use super::runner::{self, Exit, ProcessSpec};
 use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
+use crate::spec::Workflow;
+use crate::stages::{Progress, Task};
 use crate::stages::command::env_value;
 use crate::store::{Provenance, Store, StoreError};
 
@@ -307,7 +311,15 @@ impl StageRun {
         let log = self.store.log_path(&fp);
         let spec = self.process(&out)?;
         tracing::debug!(stage = self.name(), cwd = %spec.cwd.display(), out = %out.display(), "starting");
-        let exit = runner::run(&spec, &log, self.cancel.clone()).await?;
+        let last = Arc::new(Mutex::new(None::<Progress>));
+        let on_progress: runner::OnProgress = {
+            let (sink, stage, last) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last));
+            Arc::new(move |progress: Progress| {
+                sink(&Event::StageProgress { stage: stage.clone(), progress: progress.clone() });
+                *last.lock().expect("progress lock") = Some(progress);
+            })
+        };
+        let exit = runner::run(&spec, &log, self.cancel.clone(), on_progress).await?;
         tracing::debug!(stage = self.name(), ?exit, "exited");
         let seconds = started.elapsed().as_secs_f64();
         let why = match exit {
@@ -327,7 +339,7 @@ impl StageRun {
             workflow: self.p.workflow.name.clone(),
             seconds,
             device: self.p.checked[self.index].device.clone(),
-            metrics: Default::default(),
+            metrics: summary(last.lock().expect("progress lock").as_ref()),
         };
         let record = match self.store.commit(&fp, &out, prov, self.force).await {
             Ok(r) => r,
@@ -355,24 +367,54 @@ impl StageRun {
         o
     }
 
-    /// The process that runs this stage and its environment.
-    fn process(&self, out: &std::path::Path) -> Result<ProcessSpec, StoreError> {
+    /// Artifact directories by role, in the order `needs:` names them.
+    fn input_dirs(&self) -> BTreeMap<String, Vec<PathBuf>> {
+        let p = &self.p;
+        p.workflow.stages[self.index]
+            .needs
+            .iter()
+            .map(|(role, need)| {
+                let dirs = need
+                    .stages
+                    .iter()
+                    .map(|(n, _)| self.store.artifact_dir(&self.upstream[&p.index(n).expect("validated need")]))
+                    .collect();
+                (role.clone(), dirs)
+            })
+            .collect()
+    }
+
+    /// The process that runs this stage: `sh -c` for command stages, `flow run-stage` with a
+    /// task file for built-in kinds.
+    fn process(&self, out: &Path) -> Result<ProcessSpec, StoreError> {
         let p = &self.p;
         let stage = &p.workflow.stages[self.index];
+        let checked = &p.checked[self.index];
+        let inputs = self.input_dirs();
         let mut env = BTreeMap::new();
         env.insert("FLOW_OUT".to_owned(), out.display().to_string());
         env.insert("FLOW_STAGE".to_owned(), stage.name.clone());
         env.insert("FLOW_FINGERPRINT".to_owned(), self.fingerprint.to_string());
-        for (role, need) in &stage.needs {
-            let dirs: Vec<String> = need
-                .stages
-                .iter()
-                .map(|(n, _)| {
-                    let digest = self.upstream[&p.index(n).expect("validated need")];
-                    self.store.artifact_dir(&digest).display().to_string()
-                })
-                .collect();
-            if need.is_list {
+        if !checked.shell {
+            let task = Task {
+                kind: stage.kind.clone(),
+                stage: stage.name.clone(),
+                params: checked.params.clone(),
+                inputs,
+                files: Workflow::input_files(stage).iter().map(|f| p.workflow.dir.join(f)).collect(),
+                out: out.to_path_buf(),
+                resume: self.store.scratch_dir(&self.fingerprint).join("resume"),
+                device: checked.device.clone(),
+            };
+            let task_file = self.store.scratch_dir(&self.fingerprint).join("task.json");
+            fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
+            let program = std::env::current_exe()?;
+            let args = vec!["run-stage".to_owned(), task_file.display().to_string()];
+            return Ok(ProcessSpec { program, args, cwd: p.workflow.dir.clone(), env, protocol: true });
+        }
+        for (role, dirs) in &inputs {
+            let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            if stage.needs[role].is_list {
                 env.insert(format!("FLOW_IN_{role}_COUNT"), dirs.len().to_string());
                 for (k, d) in dirs.iter().enumerate() {
                     env.insert(format!("FLOW_IN_{role}_{k}"), d.clone());
@@ -380,7 +422,7 @@ impl StageRun {
             }
             env.insert(format!("FLOW_IN_{role}"), dirs.join(":"));
         }
-        if let serde_json::Value::Object(params) = &p.checked[self.index].params {
+        if let serde_json::Value::Object(params) = &checked.params {
             for (k, v) in params {
                 env.insert(format!("FLOW_WITH_{k}"), env_value(v));
             }
@@ -390,8 +432,16 @@ impl StageRun {
                 env.insert(name.clone(), value.clone());
             }
         }
-        let run = stage.run.clone().expect("only command stages exist");
-        Ok(ProcessSpec { program: "sh".into(), args: vec!["-c".into(), run], cwd: p.workflow.dir.clone(), env })
+        let run = stage.run.clone().expect("command stages have `run`");
+        Ok(ProcessSpec { program: "sh".into(), args: vec!["-c".into(), run], cwd: p.workflow.dir.clone(), env, protocol: false })
+    }
+}
+
+/// The record's metrics summary: the last progress report of the run.
+fn summary(last: Option<&Progress>) -> serde_json::Map<String, serde_json::Value> {
+    match last.map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::Object(m))) => m,
+        _ => serde_json::Map::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::hash::{Digest, Fingerprint};
+use crate::stages::Progress;
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -14,6 +15,8 @@ pub enum Event {
     /// Another process holds the stage's run lock; this one waits for its result.
     StageWaiting { stage: String, fingerprint: Fingerprint },
     StageStarted { stage: String, fingerprint: Fingerprint },
+    /// A running built-in stage reported progress (training step, loss, throughput).
+    StageProgress { stage: String, progress: Progress },
     /// The stage's final state; one per selected stage.
     Stage(StageOutcome),
     #[serde(rename = "summary")]

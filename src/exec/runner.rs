@@ -1,5 +1,8 @@
 //! Runs one stage's process: a child in its own process group, its output to a log file,
 //! killed as a group (SIGTERM, then SIGKILL) when the run is cancelled.
+//!
+//! Built-in kinds (`flow run-stage`) speak a one-line protocol on stdout: a line
+//! `@flow-progress {json}` is a progress report; every other line goes to the log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use crate::stages::Progress;
+
 /// What to start: a program, its arguments, working directory and extra environment.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
@@ -17,7 +22,14 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
+    /// Whether stdout carries `@flow-progress` lines.
+    pub protocol: bool,
 }
+
+/// The prefix of a progress line on a built-in stage's stdout.
+pub const PROGRESS_PREFIX: &str = "@flow-progress ";
+
+pub type OnProgress = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -30,21 +42,47 @@ pub enum Exit {
 /// How long a cancelled stage gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<bool>) -> std::io::Result<Exit> {
+pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<bool>, on_progress: OnProgress) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
     let mut cmd = tokio::process::Command::new(&spec.program);
+    let stdout = if spec.protocol { Stdio::piped() } else { Stdio::from(log_file.try_clone()?) };
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .envs(&spec.env)
         .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
+        .stdout(stdout)
+        .stderr(log_file.try_clone()?)
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program.display())))?;
+    let reader = child.stdout.take().map(|out| tokio::spawn(relay(out, log_file, on_progress)));
+    let exit = wait(&mut child, &mut cancel).await;
+    if let Some(reader) = reader {
+        let _ = reader.await;
+    }
+    exit
+}
+
+/// Copies a child's stdout to the log, turning protocol lines into progress reports.
+async fn relay(out: tokio::process::ChildStdout, log: std::fs::File, on_progress: OnProgress) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    let mut log = log;
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
+            Some(Ok(p)) => on_progress(p),
+            _ => {
+                let _ = writeln!(log, "{line}");
+            }
+        }
+    }
+}
+
+async fn wait(child: &mut tokio::process::Child, cancel: &mut watch::Receiver<bool>) -> std::io::Result<Exit> {
     let pid = child.id().map(|id| Pid::from_raw(id as i32));
     if *cancel.borrow() {
-        terminate(&mut child, pid).await;
+        terminate(child, pid).await;
         return Ok(Exit::Cancelled);
     }
     tokio::select! {
@@ -62,8 +100,8 @@ pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<boo
                 (None, None) => Exit::Code(-1),
             })
         }
-        _ = cancelled(&mut cancel) => {
-            terminate(&mut child, pid).await;
+        _ = cancelled(cancel) => {
+            terminate(child, pid).await;
             Ok(Exit::Cancelled)
         }
     }

@@ -5,11 +5,116 @@
 //! its canonical parameters — the exact JSON that enters the fingerprint — or says which key
 //! is wrong and why. Kinds never touch the store or the scheduler.
 
+pub mod anneal;
 pub mod command;
+pub mod corpus;
+pub mod data;
+pub mod eval;
+pub mod init;
+pub mod pretrain;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::spec::{SpecErrors, Workflow};
+
+/// What a built-in stage run receives. `exec` writes it as JSON; `flow run-stage` reads it in
+/// the child process and calls the kind's [`Kind::run`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Task {
+    pub kind: String,
+    pub stage: String,
+    /// The canonical parameters (as fingerprinted).
+    pub params: Value,
+    /// Role → the artifact directories of the stages it names, in order.
+    pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// The stage's input files, absolute.
+    pub files: Vec<PathBuf>,
+    /// The empty directory the artifact is written to.
+    pub out: PathBuf,
+    /// A directory that survives an interrupted run of the same fingerprint (resume state).
+    pub resume: PathBuf,
+    pub device: String,
+}
+
+impl Task {
+    /// The single directory of `role`.
+    pub fn input(&self, role: &str) -> Result<&Path, StageError> {
+        match self.inputs.get(role).map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            _ => Err(StageError::Input(format!("role `{role}` needs exactly one stage"))),
+        }
+    }
+
+    pub fn params<P: DeserializeOwned>(&self) -> Result<P, StageError> {
+        serde_json::from_value(self.params.clone()).map_err(|e| StageError::Input(format!("parameters: {e}")))
+    }
+}
+
+/// A progress report from a running stage.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tokens_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eta_s: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::ml::tokenizer::TokenizerError),
+    #[error(transparent)]
+    Train(#[from] crate::ml::train::TrainError),
+}
+
+/// Deserialises `with:` into a kind's parameter struct (unknown keys and wrong types are errors
+/// naming the key) and returns the canonical JSON: every default filled in.
+pub fn typed<P: DeserializeOwned + Serialize>(with: &Map<String, Value>) -> Result<(P, Value), ParamError> {
+    let de = Value::Object(with.clone());
+    let p: P = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path: Vec<String> = e
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        ParamError { path, message: e.inner().to_string() }
+    })?;
+    let canonical = serde_json::to_value(&p).expect("parameters serialise");
+    // Every field serialises (defaults filled in), so a key of `with:` missing from the
+    // canonical form is one the kind does not know.
+    if let Value::Object(known) = &canonical {
+        let names: Vec<&str> = known.keys().map(String::as_str).collect();
+        if let Some(key) = with.keys().find(|k| !known.contains_key(*k)) {
+            let hint = crate::spec::closest(key, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
+            return Err(ParamError { path: vec![key.clone()], message: format!("unknown parameter `{key}`{hint}") });
+        }
+    }
+    Ok((p, canonical))
+}
+
+/// A parameter check that failed after deserialisation.
+pub fn invalid(key: &str, message: impl Into<String>) -> ParamError {
+    ParamError { path: vec![key.to_owned()], message: message.into() }
+}
 
 /// One role a kind reads from `needs:`.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +152,12 @@ pub trait Kind: Send + Sync {
     fn takes_default(&self, key: &str) -> bool;
     /// Validates `with:` (defaults already merged in) and returns the canonical parameters.
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError>;
+    /// Runs the stage in the current process (`flow run-stage`), writing its artifact to
+    /// `task.out`. The `command` kind never gets here: it runs its shell command directly.
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+        let _ = (task, progress);
+        Err(StageError::Input(format!("kind `{}` does not run in-process", self.name())))
+    }
 }
 
 /// Stage-level settings that may appear in `defaults:` without being a kind parameter.
@@ -59,6 +170,8 @@ pub struct Checked {
     pub params: Value,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Runs `run:` through the shell rather than in `flow run-stage`.
+    pub shell: bool,
 }
 
 pub struct Registry {
@@ -67,7 +180,17 @@ pub struct Registry {
 
 impl Registry {
     pub fn builtin() -> Self {
-        Self { kinds: vec![Box::new(command::Command)] }
+        Self {
+            kinds: vec![
+                Box::new(command::Command),
+                Box::new(corpus::Corpus),
+                Box::new(data::Data),
+                Box::new(init::Init),
+                Box::new(pretrain::Pretrain),
+                Box::new(anneal::Anneal),
+                Box::new(eval::Eval),
+            ],
+        }
     }
 
     pub fn kind(&self, name: &str) -> Option<&dyn Kind> {
@@ -176,7 +299,7 @@ impl Registry {
                     continue;
                 }
             };
-            out.push(Checked { kind_version: kind.version(), params, device });
+            out.push(Checked { kind_version: kind.version(), params, device, shell: kind.is_command() });
         }
         if errors.is_empty() {
             Ok(out)

@@ -1,0 +1,12 @@
+//! The ML core on candle: the Llama model, our AdamW, learning-rate schedules, the tokenizer,
+//! token shards, the training loop and the synthetic corpus. Knows nothing of workflows,
+//! stores or the scheduler; stage kinds in `stages` are built on it.
+
+pub mod corpus;
+pub mod device;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+pub mod shards;
+pub mod tokenizer;
+pub mod train;

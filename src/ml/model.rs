@@ -1,0 +1,509 @@
+//! [`Model`]: a Llama-style decoder (token embedding, RMSNorm, rotary position embedding,
+//! causal multi-head attention with optional grouped KV heads, SwiGLU MLP, optional tied
+//! embeddings) whose parameters carry Hugging Face `LlamaForCausalLM` names, so a saved
+//! folder (`config.json` + `model.safetensors`) is readable by any HF Llama loader.
+//!
+//! Written only with differentiable candle ops: candle-nn's fused `rms_norm`,
+//! `softmax_last_dim` and `rope` return tensors with no backward op, so every parameter
+//! upstream of them would silently stop learning (reference §0). Initialisation draws from a
+//! seeded ChaCha RNG of our own, since candle cannot seed its CPU RNG.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// `config.json`, with the field names of Hugging Face's `LlamaConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    #[serde(default = "architectures")]
+    pub architectures: Vec<String>,
+    #[serde(default = "model_type")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
+    #[serde(default = "hidden_act")]
+    pub hidden_act: String,
+    #[serde(default = "torch_dtype")]
+    pub torch_dtype: String,
+}
+
+fn architectures() -> Vec<String> {
+    vec!["LlamaForCausalLM".into()]
+}
+fn model_type() -> String {
+    "llama".into()
+}
+fn hidden_act() -> String {
+    "silu".into()
+}
+fn torch_dtype() -> String {
+    "float32".into()
+}
+
+impl Config {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Checks the shape constraints a Llama model needs.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{name}` must be positive"));
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!("hidden size {} is not a multiple of {} heads", self.hidden_size, self.num_attention_heads));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(format!(
+                "{} attention heads are not a multiple of {} key/value heads",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite() && self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+            return Err("`rms_norm_eps` and `rope_theta` must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Every parameter name with its shape, in a fixed order.
+    pub fn parameter_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let (h, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let kv = self.num_key_value_heads * self.head_dim();
+        let mut out = vec![("model.embed_tokens.weight".to_owned(), vec![v, h])];
+        for l in 0..self.num_hidden_layers {
+            let p = format!("model.layers.{l}");
+            out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+            out.push((format!("{p}.self_attn.q_proj.weight"), vec![h, h]));
+            out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+            out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, h]));
+            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+            out.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h]));
+            out.push((format!("{p}.mlp.up_proj.weight"), vec![f, h]));
+            out.push((format!("{p}.mlp.down_proj.weight"), vec![h, f]));
+        }
+        out.push(("model.norm.weight".to_owned(), vec![h]));
+        if !self.tie_word_embeddings {
+            out.push(("lm_head.weight".to_owned(), vec![v, h]));
+        }
+        out
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
+    }
+}
+
+/// A Llama model whose parameters are candle `Var`s keyed by their HF names.
+pub struct Model {
+    pub config: Config,
+    params: BTreeMap<String, Var>,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).field("params", &self.params.len()).finish()
+    }
+}
+
+/// Input of a forward pass beyond the token ids: per-token positions and an additive
+/// attention mask (both default to one causal sequence per row).
+#[derive(Default)]
+pub struct Extra<'a> {
+    /// `[batch, seq]` u32 positions; packed samples restart at 0.
+    pub positions: Option<&'a Tensor>,
+    /// `[batch, 1, seq, seq]` f32, 0 where attention is allowed and -inf elsewhere.
+    pub mask: Option<&'a Tensor>,
+}
+
+impl Model {
+    /// A freshly initialised model: N(0, 0.02) for embeddings and projections, with the
+    /// residual writers (`o_proj`, `down_proj`) scaled by 1/√(2·layers) (GPT-2), norms at 1.
+    pub fn init(config: Config, seed: u64, device: &Device) -> candle_core::Result<Self> {
+        config.validate().map_err(candle_core::Error::msg)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let std = 0.02f32;
+        let residual_std = std / (2.0 * config.num_hidden_layers as f32).sqrt();
+        let mut params = BTreeMap::new();
+        for (name, shape) in config.parameter_shapes() {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.ends_with("norm.weight") {
+                vec![1.0; n]
+            } else {
+                let s = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { residual_std } else { std };
+                let normal = Normal::new(0.0f32, s).expect("a valid standard deviation");
+                (0..n).map(|_| normal.sample(&mut rng)).collect()
+            };
+            let t = Tensor::from_vec(data, shape, device)?;
+            params.insert(name, Var::from_tensor(&t)?);
+        }
+        Ok(Self { config, params, device: device.clone() })
+    }
+
+    /// Builds a model from named tensors, which must be exactly the config's parameters.
+    pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> candle_core::Result<Self> {
+        config.validate().map_err(candle_core::Error::msg)?;
+        let mut tensors = tensors;
+        let mut params = BTreeMap::new();
+        for (name, shape) in config.parameter_shapes() {
+            let t = tensors.remove(&name).ok_or_else(|| candle_core::Error::msg(format!("checkpoint lacks tensor `{name}`")))?;
+            if t.dims() != shape.as_slice() {
+                candle_core::bail!("tensor `{name}` has shape {:?}, the config says {:?}", t.dims(), shape);
+            }
+            let t = t.to_dtype(DType::F32)?.to_device(device)?;
+            params.insert(name, Var::from_tensor(&t)?);
+        }
+        if let Some(extra) = tensors.keys().min() {
+            candle_core::bail!("checkpoint has tensor `{extra}` that the config does not describe");
+        }
+        Ok(Self { config, params, device: device.clone() })
+    }
+
+    /// Loads `config.json` and `model.safetensors` from a model folder.
+    pub fn load(dir: &Path, device: &Device) -> candle_core::Result<Self> {
+        let config: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)
+            .map_err(|e| candle_core::Error::msg(format!("`{}`: {e}", dir.join("config.json").display())))?;
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), device)?;
+        Self::from_tensors(config, tensors, device)
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir`.
+    pub fn save(&self, dir: &Path) -> candle_core::Result<()> {
+        let mut config = serde_json::to_vec_pretty(&self.config).expect("configs serialise");
+        config.push(b'\n');
+        std::fs::write(dir.join("config.json"), config)?;
+        let tensors: HashMap<String, Tensor> =
+            self.params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Parameters sorted by name.
+    pub fn params(&self) -> Vec<(String, Var)> {
+        self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn param(&self, name: &str) -> &Var {
+        &self.params[name]
+    }
+
+    fn p(&self, name: &str) -> &Tensor {
+        self.params[name].as_tensor()
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (u32), one causal sequence per row.
+    pub fn forward(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with(tokens, Extra::default())
+    }
+
+    pub fn forward_with(&self, tokens: &Tensor, extra: Extra<'_>) -> candle_core::Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let c = &self.config;
+        let h = c.hidden_size;
+        let positions = match extra.positions {
+            Some(p) => p.clone(),
+            None => Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?.broadcast_as((b, t))?.contiguous()?,
+        };
+        let dtype = self.p("model.embed_tokens.weight").dtype();
+        let (cos, sin) = self.rope_tables(&positions)?;
+        let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
+        let mask = match extra.mask {
+            Some(m) => m.clone(),
+            None => causal_mask(t, &self.device)?.reshape((1, 1, t, t))?,
+        }
+        .to_dtype(dtype)?;
+        let mut x = self.p("model.embed_tokens.weight").embedding(&tokens.flatten_all()?)?.reshape((b, t, h))?;
+        for l in 0..c.num_hidden_layers {
+            let pre = format!("model.layers.{l}");
+            let normed = rms_norm(&x, self.p(&format!("{pre}.input_layernorm.weight")), c.rms_norm_eps)?;
+            let attn = self.attention(&normed, &pre, &cos, &sin, &mask)?;
+            x = (x + attn)?;
+            let normed = rms_norm(&x, self.p(&format!("{pre}.post_attention_layernorm.weight")), c.rms_norm_eps)?;
+            let gate = linear(&normed, self.p(&format!("{pre}.mlp.gate_proj.weight")))?;
+            let up = linear(&normed, self.p(&format!("{pre}.mlp.up_proj.weight")))?;
+            let mlp = linear(&(gate.silu()? * up)?, self.p(&format!("{pre}.mlp.down_proj.weight")))?;
+            x = (x + mlp)?;
+        }
+        let x = rms_norm(&x, self.p("model.norm.weight"), c.rms_norm_eps)?;
+        let head = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        linear(&x, self.p(head))
+    }
+
+    fn attention(&self, x: &Tensor, pre: &str, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+        let q = linear(x, self.p(&format!("{pre}.self_attn.q_proj.weight")))?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
+        let k = linear(x, self.p(&format!("{pre}.self_attn.k_proj.weight")))?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let v = linear(x, self.p(&format!("{pre}.self_attn.v_proj.weight")))?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let q = apply_rope(&q.contiguous()?, cos, sin)?;
+        let k = apply_rope(&k.contiguous()?, cos, sin)?;
+        let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.contiguous()?, nh / nkv)?);
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
+        linear(&out, self.p(&format!("{pre}.self_attn.o_proj.weight")))
+    }
+
+    /// cos and sin tables `[batch, 1, seq, head_dim]` for the given positions, in HF's
+    /// "rotate half" layout (the two halves share frequencies).
+    fn rope_tables(&self, positions: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        let hd = c.head_dim();
+        let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / (c.rope_theta as f32).powf(2.0 * i as f32 / hd as f32)).collect();
+        let inv = Tensor::from_vec(inv, (1, 1, hd / 2), &self.device)?;
+        let pos = positions.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        let freqs = Tensor::cat(&[&freqs, &freqs], 2)?.unsqueeze(1)?;
+        Ok((freqs.cos()?, freqs.sin()?))
+    }
+
+    /// The mean cross-entropy of next-token prediction over `[batch, seq]` inputs and targets.
+    pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+        let logits = self.forward(inputs)?;
+        let v = self.config.vocab_size;
+        candle_nn::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?)
+    }
+}
+
+/// `x · wᵀ` for `x` of any leading shape.
+fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let inner = *dims.last().expect("at least one dim");
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let out = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut shape = dims[..dims.len() - 1].to_vec();
+    shape.push(w.dim(0)?);
+    out.reshape(shape)
+}
+
+/// RMSNorm from elementary ops (candle's fused one has no backward).
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+}
+
+fn rotate_half(x: &Tensor) -> candle_core::Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+}
+
+/// Rotary embedding written out (candle's fused `rope` has no backward).
+fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    x.broadcast_mul(cos)? + rotate_half(x)?.broadcast_mul(sin)?
+}
+
+fn repeat_kv(x: Tensor, n: usize) -> candle_core::Result<Tensor> {
+    if n == 1 {
+        return Ok(x);
+    }
+    let (b, kv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.broadcast_as((b, kv, n, t, d))?.contiguous()?.reshape((b, kv * n, t, d))
+}
+
+/// `[seq, seq]`: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let data: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Tensor::from_vec(data, (t, t), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn tiny(vocab: usize, layers: usize, kv_heads: usize, tie: bool) -> Config {
+        Config {
+            architectures: architectures(),
+            model_type: model_type(),
+            vocab_size: vocab,
+            hidden_size: 16,
+            intermediate_size: 24,
+            num_hidden_layers: layers,
+            num_attention_heads: 4,
+            num_key_value_heads: kv_heads,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 64,
+            tie_word_embeddings: tie,
+            bos_token_id: Some(0),
+            eos_token_id: Some(0),
+            hidden_act: hidden_act(),
+            torch_dtype: torch_dtype(),
+        }
+    }
+
+    fn batch(vocab: u32, b: usize, t: usize, seed: u32) -> (Tensor, Tensor) {
+        let data: Vec<u32> = (0..b * (t + 1)).map(|i| (i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % vocab).collect();
+        let all = Tensor::from_vec(data, (b, t + 1), &Device::Cpu).unwrap();
+        (all.narrow(1, 0, t).unwrap(), all.narrow(1, 1, t).unwrap())
+    }
+
+    #[test]
+    fn every_parameter_gets_a_nonzero_gradient() {
+        for (kv, tie) in [(4, false), (2, true)] {
+            let model = Model::init(tiny(50, 2, kv, tie), 3, &Device::Cpu).unwrap();
+            let (x, y) = batch(50, 2, 9, 1);
+            let grads = model.loss(&x, &y).unwrap().backward().unwrap();
+            for (name, var) in model.params() {
+                let g = grads.get(&var).unwrap_or_else(|| panic!("`{name}` has no gradient"));
+                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm > 0.0, "`{name}` has an all-zero gradient");
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_agree_with_finite_differences() {
+        // f64 keeps the central difference accurate enough for a 1e-2 relative bound.
+        let model = Model::init(tiny(30, 2, 2, false), 5, &Device::Cpu).unwrap();
+        let params: Vec<(String, Var)> = model.params();
+        let model64 = {
+            let tensors: HashMap<String, Tensor> =
+                params.iter().map(|(k, v)| (k.clone(), v.as_tensor().to_dtype(DType::F64).unwrap())).collect();
+            let mut params = BTreeMap::new();
+            for (k, t) in tensors {
+                params.insert(k, Var::from_tensor(&t).unwrap());
+            }
+            Model { config: model.config.clone(), params, device: Device::Cpu }
+        };
+        let (x, y) = batch(30, 2, 6, 2);
+        let loss = |m: &Model| -> f64 {
+            let logits = m.forward(&x).unwrap();
+            let lp = candle_nn::ops::log_softmax(&logits.reshape(((), 30)).unwrap(), D::Minus1).unwrap();
+            let picked = lp.gather(&y.flatten_all().unwrap().unsqueeze(1).unwrap(), 1).unwrap();
+            -picked.mean_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        let logits = model64.forward(&x).unwrap();
+        let lp = candle_nn::ops::log_softmax(&logits.reshape(((), 30)).unwrap(), D::Minus1).unwrap();
+        let l = lp.gather(&y.flatten_all().unwrap().unsqueeze(1).unwrap(), 1).unwrap().mean_all().unwrap().neg().unwrap();
+        let grads = l.backward().unwrap();
+        let mut checked = 0;
+        for (name, var) in model64.params() {
+            let g = grads.get(&var).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for idx in [0, base.len() / 2, base.len() - 1] {
+                let h = 1e-5;
+                let mut plus = base.clone();
+                plus[idx] += h;
+                var.set(&Tensor::from_vec(plus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let lp = loss(&model64);
+                let mut minus = base.clone();
+                minus[idx] -= h;
+                var.set(&Tensor::from_vec(minus, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let lm = loss(&model64);
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let numeric = (lp - lm) / (2.0 * h);
+                let analytic = g[idx];
+                let rel = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-6);
+                assert!(rel < 1e-2, "`{name}`[{idx}]: analytic {analytic} vs numeric {numeric}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 30);
+    }
+
+    #[test]
+    fn save_and_load_round_trip_bit_exactly_and_reject_mismatches() {
+        let model = Model::init(tiny(40, 1, 4, false), 9, &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let back = Model::load(dir.path(), &Device::Cpu).unwrap();
+        for (name, var) in model.params() {
+            let a = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = back.param(&name).as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}");
+        }
+        let mut tensors: HashMap<String, Tensor> = model.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        tensors.insert("extra.weight".into(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap());
+        assert!(Model::from_tensors(model.config.clone(), tensors.clone(), &Device::Cpu).is_err());
+        tensors.remove("extra.weight");
+        tensors.remove("model.norm.weight");
+        assert!(Model::from_tensors(model.config.clone(), tensors, &Device::Cpu).unwrap_err().to_string().contains("model.norm.weight"));
+    }
+
+    #[test]
+    fn initialisation_is_seeded() {
+        let a = Model::init(tiny(40, 1, 4, true), 1, &Device::Cpu).unwrap();
+        let b = Model::init(tiny(40, 1, 4, true), 1, &Device::Cpu).unwrap();
+        let c = Model::init(tiny(40, 1, 4, true), 2, &Device::Cpu).unwrap();
+        let w = |m: &Model| m.param("model.embed_tokens.weight").as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(w(&a), w(&b));
+        assert_ne!(w(&a), w(&c));
+    }
+
+    #[test]
+    fn a_tiny_model_overfits_one_batch() {
+        use crate::ml::optim::{AdamW, AdamWConfig};
+        let model = Model::init(tiny(32, 2, 4, false), 4, &Device::Cpu).unwrap();
+        let (x, y) = batch(32, 4, 16, 3);
+        let mut opt = AdamW::new(model.params(), AdamWConfig { weight_decay: 0.0, ..Default::default() }).unwrap();
+        let mut loss = f32::INFINITY;
+        for _ in 0..300 {
+            let l = model.loss(&x, &y).unwrap();
+            loss = l.to_scalar::<f32>().unwrap();
+            if loss < 0.1 {
+                break;
+            }
+            opt.step(&l.backward().unwrap(), 1e-2).unwrap();
+        }
+        assert!(loss < 0.1, "loss stayed at {loss}");
+    }
+
+    #[test]
+    fn candle_transformers_llama_reads_our_checkpoint_and_agrees() {
+        use candle_transformers::models::llama as hf;
+        let config = Config { hidden_size: 32, intermediate_size: 48, max_position_embeddings: 32, ..tiny(64, 2, 2, false) };
+        let model = Model::init(config, 11, &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        model.save(dir.path()).unwrap();
+        let hf_config: hf::LlamaConfig = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let hf_config = hf_config.into_config(false);
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
+        };
+        let theirs = hf::Llama::load(vb, &hf_config).unwrap();
+        let mut cache = hf::Cache::new(false, DType::F32, &hf_config, &Device::Cpu).unwrap();
+        let tokens: Vec<u32> = vec![3, 17, 42, 5, 9, 63, 0, 28];
+        let x = Tensor::new(tokens.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let their_last = theirs.forward(&x, 0, &mut cache).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ours = model.forward(&x).unwrap();
+        let our_last = ours.narrow(1, tokens.len() - 1, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let max = our_last.iter().zip(&their_last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max < 1e-4, "max |Δlogit| = {max}");
+    }
+}

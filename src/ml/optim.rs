@@ -1,0 +1,499 @@
+//! The optimizer used by the training stages: AdamW with inspectable, checkpointable state, and
+//! global gradient-norm clipping.
+//!
+//! candle-nn ships an `AdamW`, but its moments and step counter are private, so a run resumed from a
+//! checkpoint would restart with zeroed moments and bias correction. It also decays every parameter,
+//! whereas the usual LLM recipe (nanoGPT, OLMo) exempts norms and biases. The update arithmetic
+//! below deliberately repeats candle-nn 0.11's op for op, so that with `decay_all` and f32
+//! parameters both optimizers produce bit-identical weights.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result, Tensor, Var, bail};
+
+/// Hyper-parameters of [`AdamW`]; the learning rate is passed to every [`AdamW::step`] instead,
+/// because it comes from a schedule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Decay every parameter (candle's behaviour) instead of only those with rank >= 2.
+    pub decay_all: bool,
+}
+
+impl Default for AdamWConfig {
+    /// nanoGPT's settings.
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, decay_all: false }
+    }
+}
+
+/// One parameter and its moments. The moments are f32 whatever the parameter's dtype, so that
+/// half-precision parameters do not also lose their optimizer state to rounding.
+struct Slot {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// AdamW with decoupled weight decay and bias-corrected moments.
+pub struct AdamW {
+    slots: Vec<Slot>,
+    config: AdamWConfig,
+    step: u64,
+}
+
+impl AdamW {
+    /// Parameters are sorted by name so that state files and any iteration order are independent
+    /// of how the caller collected them (typically from a `HashMap`). Names must be unique and
+    /// dtypes f32, f16 or bf16 (an f64 parameter would be silently rounded through f32 state).
+    pub fn new(mut params: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = params.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            bail!("AdamW: parameter name {:?} appears twice", pair[0].0);
+        }
+        let slots = params
+            .into_iter()
+            .map(|(name, var)| {
+                if !matches!(var.dtype(), DType::F32 | DType::F16 | DType::BF16) {
+                    bail!("AdamW: parameter {name:?} has unsupported dtype {:?}", var.dtype());
+                }
+                let m = Tensor::zeros(var.shape(), DType::F32, var.device())?;
+                let v = m.zeros_like()?;
+                Ok(Slot { name, var, m, v })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { slots, config, step: 0 })
+    }
+
+    /// Applies one update with learning rate `lr`. A parameter without a gradient in `grads` is
+    /// left untouched, moments and weight decay included, as candle-nn does; the step counter
+    /// used for bias correction still advances.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.step += 1;
+        let AdamWConfig { beta1, beta2, eps, weight_decay, decay_all } = self.config;
+        // candle-nn passes the step to `powi` as an i32; so do we, to stay bit-identical. Past
+        // i32::MAX both corrections are 1 anyway.
+        let t = i32::try_from(self.step).unwrap_or(i32::MAX);
+        let scale_m = 1f64 / (1f64 - beta1.powi(t));
+        let scale_v = 1f64 / (1f64 - beta2.powi(t));
+        for slot in &mut self.slots {
+            let Some(g) = grads.get(&slot.var) else { continue };
+            let g = g.to_dtype(DType::F32)?;
+            let theta = slot.var.as_tensor().to_dtype(DType::F32)?;
+            let next_m = ((&slot.m * beta1)? + (&g * (1.0 - beta1))?)?;
+            let next_v = ((&slot.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
+            let m_hat = (&next_m * scale_m)?;
+            let v_hat = (&next_v * scale_v)?;
+            let decayed = if decay_all || slot.var.rank() >= 2 {
+                (theta * (1f64 - lr * weight_decay))?
+            } else {
+                theta
+            };
+            let adjusted = (m_hat / (v_hat.sqrt()? + eps)?)?;
+            let next_theta = (decayed - (adjusted * lr)?)?;
+            slot.var.set(&next_theta.to_dtype(slot.var.dtype())?)?;
+            slot.m = next_m;
+            slot.v = next_v;
+        }
+        Ok(())
+    }
+
+    /// Number of [`AdamW::step`] calls so far, including those restored by [`AdamW::load`].
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// The optimizer state as named tensors: `m.<param>` and `v.<param>` (f32, the parameter's
+    /// shape) for every parameter, sorted by parameter name, then `step` (an i64 scalar, which
+    /// holds any realistic step count exactly).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let moments = self.slots.iter().flat_map(|slot| {
+            [(format!("m.{}", slot.name), slot.m.clone()), (format!("v.{}", slot.name), slot.v.clone())]
+        });
+        moments.chain(std::iter::once(("step".to_owned(), self.step_tensor()))).collect()
+    }
+
+    fn step_tensor(&self) -> Tensor {
+        // 2^63 steps will not happen; saturating keeps `state` infallible.
+        let step = i64::try_from(self.step).unwrap_or(i64::MAX);
+        Tensor::new(step, &Device::Cpu).expect("a CPU scalar tensor cannot fail to allocate")
+    }
+
+    /// Writes [`AdamW::state`] as a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let state: HashMap<String, Tensor> = self.state().into_iter().collect();
+        candle_core::safetensors::save(&state, path)
+    }
+
+    /// Restores state written by [`AdamW::save`] for the same parameter set. Strict, because a
+    /// silently zeroed moment would only show up as a loss spike: every `m.`/`v.` tensor must be
+    /// present with the parameter's shape and dtype f32, `step` must be a non-negative i64
+    /// scalar, and nothing else may be in the file. Nothing is modified unless all checks pass.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let at = path.display();
+        let Some(step) = tensors.remove("step") else {
+            bail!("optimizer state {at}: missing tensor \"step\"");
+        };
+        if step.dtype() != DType::I64 || step.rank() != 0 {
+            bail!(
+                "optimizer state {at}: tensor \"step\" must be an i64 scalar, found {:?} {:?}",
+                step.dtype(),
+                step.shape()
+            );
+        }
+        let Ok(step) = u64::try_from(step.to_scalar::<i64>()?) else {
+            bail!("optimizer state {at}: tensor \"step\" is negative");
+        };
+        let mut moments = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let mut take = |key: String| -> Result<Tensor> {
+                let Some(tensor) = tensors.remove(&key) else {
+                    bail!("optimizer state {at}: missing tensor {key:?}");
+                };
+                if tensor.dtype() != DType::F32 || tensor.shape() != slot.var.shape() {
+                    bail!(
+                        "optimizer state {at}: tensor {key:?} is {:?} {:?}, expected F32 {:?}",
+                        tensor.dtype(),
+                        tensor.shape(),
+                        slot.var.shape()
+                    );
+                }
+                tensor.to_device(slot.var.device())
+            };
+            let m = take(format!("m.{}", slot.name))?;
+            let v = take(format!("v.{}", slot.name))?;
+            moments.push((m, v));
+        }
+        if let Some(extra) = tensors.keys().min() {
+            bail!("optimizer state {at}: unexpected tensor {extra:?}");
+        }
+        for (slot, (m, v)) in self.slots.iter_mut().zip(moments) {
+            slot.m = m;
+            slot.v = v;
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm before
+/// clipping. No-op (bit-identical grads) when below.
+///
+/// Only the gradients of `params` count: a `GradStore` from `backward` also holds gradients of
+/// every intermediate tensor. Each tensor's sum of squares is reduced in f32 on its device and
+/// the sums are combined in f64. A non-finite norm leaves the gradients untouched (scaling by
+/// `max_norm / inf` would turn them into zeros and NaNs); the caller sees it in the return value
+/// and should skip the step.
+pub fn clip_grad_norm(params: &[(String, Var)], grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+    // A parameter listed twice would otherwise be counted, and scaled, twice.
+    let mut seen = HashSet::new();
+    let vars: Vec<&Var> = params.iter().map(|(_, var)| var).filter(|var| seen.insert(var.id())).collect();
+    let mut sum_sq = 0f64;
+    for var in &vars {
+        if let Some(g) = grads.get(var) {
+            sum_sq += f64::from(g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+    }
+    let norm = sum_sq.sqrt();
+    if norm > max_norm && norm.is_finite() {
+        let scale = max_norm / norm;
+        for var in vars {
+            if let Some(g) = grads.remove(var) {
+                grads.insert(var, (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::Optimizer as _;
+
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.95;
+    const EPS: f64 = 1e-8;
+    const WD: f64 = 0.1;
+
+    /// Varies per step so that the test also covers passing a scheduled LR to every step.
+    fn lr_at(step: usize) -> f64 {
+        0.05 / (1.0 + step as f64)
+    }
+
+    fn config(decay_all: bool) -> AdamWConfig {
+        AdamWConfig { beta1: BETA1, beta2: BETA2, eps: EPS, weight_decay: WD, decay_all }
+    }
+
+    fn values(shape: &[usize], phase: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| (i as f32 * 0.7 + phase).sin()).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// A least-squares regression (`w`, the 1-D `b`) plus a separate quadratic pull on `c`.
+    struct Toy {
+        w: Var,
+        b: Var,
+        c: Var,
+    }
+
+    impl Toy {
+        fn new() -> Self {
+            Self::from_tensors(&values(&[4, 3], 0.1), &values(&[3], 0.2), &values(&[2, 5], 0.3))
+        }
+
+        fn from_tensors(w: &Tensor, b: &Tensor, c: &Tensor) -> Self {
+            // `copy` first: `Var::from_tensor` of a tensor that already is a variable shares it.
+            let var = |t: &Tensor| Var::from_tensor(&t.copy().unwrap()).unwrap();
+            Self { w: var(w), b: var(b), c: var(c) }
+        }
+
+        fn duplicate(&self) -> Self {
+            Self::from_tensors(&self.w, &self.b, &self.c)
+        }
+
+        fn named(&self) -> Vec<(String, Var)> {
+            // Deliberately unsorted, so `AdamW::new` has to sort.
+            vec![("c".into(), self.c.clone()), ("a.weight".into(), self.w.clone()), ("a.bias".into(), self.b.clone())]
+        }
+
+        fn loss(&self) -> Tensor {
+            let x = values(&[6, 4], 1.0);
+            let y = values(&[6, 3], 2.0);
+            let target = values(&[2, 5], 3.0) * 2.0;
+            let fit = x.matmul(&self.w).unwrap().broadcast_add(&self.b).unwrap();
+            let fit_loss = (fit - y).unwrap().sqr().unwrap().mean_all().unwrap();
+            let pull = (self.c.as_tensor() - target.unwrap()).unwrap().sqr().unwrap().sum_all().unwrap();
+            (fit_loss + pull).unwrap()
+        }
+
+        fn bits(&self) -> Vec<Vec<u32>> {
+            [&self.w, &self.b, &self.c].iter().map(|v| bits(v)).collect()
+        }
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+    }
+
+    fn state_bits(opt: &AdamW) -> Vec<(String, Vec<u32>)> {
+        opt.state()
+            .into_iter()
+            .map(|(name, t)| {
+                let b = if name == "step" { vec![t.to_scalar::<i64>().unwrap() as u32] } else { bits(&t) };
+                (name, b)
+            })
+            .collect()
+    }
+
+    fn train(toy: &Toy, opt: &mut AdamW, steps: std::ops::Range<usize>) {
+        for step in steps {
+            opt.step(&toy.loss().backward().unwrap(), lr_at(step)).unwrap();
+        }
+    }
+
+    /// Bitwise, not approximately: with f32 parameters our update performs candle-nn's tensor
+    /// ops in the same order with the same f64 scalars, and the gradients come from identical
+    /// graphs, so any difference at all would mean the arithmetic diverged.
+    #[test]
+    fn matches_candle_adamw_bitwise() {
+        let ours = Toy::new();
+        let theirs = Toy::new();
+        let start = ours.bits();
+        let mut opt = AdamW::new(ours.named(), config(true)).unwrap();
+        let params = candle_nn::ParamsAdamW { lr: lr_at(0), beta1: BETA1, beta2: BETA2, eps: EPS, weight_decay: WD };
+        let mut reference =
+            candle_nn::AdamW::new(vec![theirs.w.clone(), theirs.b.clone(), theirs.c.clone()], params).unwrap();
+        for step in 0..20 {
+            opt.step(&ours.loss().backward().unwrap(), lr_at(step)).unwrap();
+            reference.set_learning_rate(lr_at(step));
+            reference.step(&theirs.loss().backward().unwrap()).unwrap();
+            assert_eq!(ours.bits(), theirs.bits(), "diverged at step {step}");
+        }
+        assert_eq!(opt.steps(), 20);
+        for (now, before) in ours.bits().iter().zip(&start) {
+            assert!(now.iter().zip(before).all(|(a, b)| a != b), "every element should have moved");
+        }
+    }
+
+    #[test]
+    fn resumed_training_is_bit_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optim.safetensors");
+
+        let straight = Toy::new();
+        let mut straight_opt = AdamW::new(straight.named(), config(false)).unwrap();
+        train(&straight, &mut straight_opt, 0..10);
+
+        let first = Toy::new();
+        let mut first_opt = AdamW::new(first.named(), config(false)).unwrap();
+        train(&first, &mut first_opt, 0..5);
+        first_opt.save(&path).unwrap();
+
+        let resumed = first.duplicate();
+        let mut resumed_opt = AdamW::new(resumed.named(), config(false)).unwrap();
+        resumed_opt.load(&path).unwrap();
+        assert_eq!(resumed_opt.steps(), 5);
+        assert_eq!(state_bits(&resumed_opt), state_bits(&first_opt));
+        let names: Vec<String> = resumed_opt.state().into_iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["m.a.bias", "v.a.bias", "m.a.weight", "v.a.weight", "m.c", "v.c", "step"]);
+
+        train(&resumed, &mut resumed_opt, 5..10);
+        assert_eq!(resumed.bits(), straight.bits());
+        assert_eq!(state_bits(&resumed_opt), state_bits(&straight_opt));
+    }
+
+    #[test]
+    fn load_is_strict_and_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let toy = Toy::new();
+        let mut trained = AdamW::new(toy.named(), config(false)).unwrap();
+        train(&toy, &mut trained, 0..2);
+        let state: HashMap<String, Tensor> = trained.state().into_iter().collect();
+
+        let cases: [(&str, &dyn Fn(&mut HashMap<String, Tensor>)); 5] = [
+            ("v.c", &|s| _ = s.remove("v.c")),
+            ("step", &|s| _ = s.remove("step")),
+            ("m.extra", &|s| _ = s.insert("m.extra".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap())),
+            ("m.a.weight", &|s| {
+                _ = s.insert("m.a.weight".into(), Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap())
+            }),
+            ("v.a.bias", &|s| _ = s.insert("v.a.bias".into(), Tensor::zeros(3, DType::F64, &Device::Cpu).unwrap())),
+        ];
+        for (culprit, corrupt) in cases {
+            let mut bad = state.clone();
+            corrupt(&mut bad);
+            let path = dir.path().join(format!("{culprit}.safetensors"));
+            candle_core::safetensors::save(&bad, &path).unwrap();
+            let fresh = Toy::new();
+            let mut opt = AdamW::new(fresh.named(), config(false)).unwrap();
+            let before = state_bits(&opt);
+            let err = opt.load(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("{culprit:?}")), "{culprit}: {err}");
+            assert_eq!(state_bits(&opt), before, "{culprit}: a failed load must not change state");
+        }
+    }
+
+    #[test]
+    fn only_matrices_decay_unless_decay_all() {
+        for decay_all in [false, true] {
+            let w0 = values(&[4, 3], 0.5);
+            let b0 = values(&[3], 0.6);
+            let (w, b) = (Var::from_tensor(&w0).unwrap(), Var::from_tensor(&b0).unwrap());
+            let mut opt = AdamW::new(vec![("w".into(), w.clone()), ("b".into(), b.clone())], config(decay_all)).unwrap();
+            // Present but all-zero gradients, so any change is weight decay.
+            let loss = ((w.as_tensor() * 0.0).unwrap().sum_all().unwrap() + (b.as_tensor() * 0.0).unwrap().sum_all())
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            assert_eq!(bits(grads.get(&b).unwrap()), vec![0; 3]);
+            let lr = 0.5;
+            opt.step(&grads, lr).unwrap();
+            assert_eq!(bits(&w), bits(&(&w0 * (1.0 - lr * WD)).unwrap()));
+            let b_expected = if decay_all { (&b0 * (1.0 - lr * WD)).unwrap() } else { b0.clone() };
+            assert_eq!(bits(&b), bits(&b_expected), "decay_all = {decay_all}");
+            assert_ne!(bits(&w), bits(&w0));
+        }
+    }
+
+    #[test]
+    fn param_without_gradient_is_untouched() {
+        let toy = Toy::new();
+        let stray = Var::from_tensor(&values(&[2, 2], 4.0)).unwrap();
+        let before = bits(&stray);
+        let mut named = toy.named();
+        named.push(("stray".into(), stray.clone()));
+        let mut opt = AdamW::new(named, config(true)).unwrap();
+        train(&toy, &mut opt, 0..3);
+        assert_eq!(bits(&stray), before);
+        assert_eq!(opt.steps(), 3);
+        for (name, t) in opt.state() {
+            if name.ends_with(".stray") {
+                assert_eq!(bits(&t), vec![0; 4], "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn half_precision_params_keep_dtype_and_f32_state() {
+        let w = Var::from_tensor(&values(&[2, 3], 0.0).to_dtype(DType::BF16).unwrap()).unwrap();
+        let before = w.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), w.clone())], config(false)).unwrap();
+        opt.step(&w.sum_all().unwrap().backward().unwrap(), 0.1).unwrap();
+        assert_eq!(w.dtype(), DType::BF16);
+        let after = w.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+        // The gradient of a sum is 1 everywhere, so Adam's first step moves every element by
+        // about -lr, before the (bf16-visible) decay.
+        for (a, b) in after.iter().flatten().zip(before.iter().flatten()) {
+            assert!(a < b, "{a} !< {b}");
+        }
+        assert!(opt.state().iter().filter(|(n, _)| n != "step").all(|(_, t)| t.dtype() == DType::F32));
+    }
+
+    #[test]
+    fn rejects_duplicate_names_and_f64_params() {
+        let toy = Toy::new();
+        let mut named = toy.named();
+        named.push(("c".into(), toy.w.clone()));
+        assert!(AdamW::new(named, AdamWConfig::default()).is_err());
+        let wide = Var::zeros(3, DType::F64, &Device::Cpu).unwrap();
+        assert!(AdamW::new(vec![("wide".into(), wide)], AdamWConfig::default()).is_err());
+    }
+
+    fn global_norm(params: &[(String, Var)], grads: &GradStore) -> f64 {
+        let sum: f64 = params
+            .iter()
+            .flat_map(|(_, v)| grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .map(|x| f64::from(x) * f64::from(x))
+            .sum();
+        sum.sqrt()
+    }
+
+    #[test]
+    fn clip_scales_to_max_norm() {
+        let toy = Toy::new();
+        let params = toy.named();
+        let loss = toy.loss();
+        let mut grads = loss.backward().unwrap();
+        let norm = global_norm(&params, &grads);
+        assert!(norm > 1.0);
+        let max_norm = norm / 4.0;
+        let reported = clip_grad_norm(&params, &mut grads, max_norm).unwrap();
+        assert!((reported - norm).abs() <= 1e-6 * norm, "{reported} vs {norm}");
+        let clipped = global_norm(&params, &grads);
+        assert!(clipped <= max_norm * (1.0 + 1e-6), "{clipped} > {max_norm}");
+        assert!(clipped >= max_norm * (1.0 - 1e-6), "{clipped} << {max_norm}");
+        // Intermediate tensors' gradients are neither counted nor scaled.
+        assert_eq!(grads.get(&loss).unwrap().to_scalar::<f32>().unwrap(), 1.0);
+    }
+
+    #[test]
+    fn clip_below_max_norm_is_a_bitwise_no_op() {
+        let toy = Toy::new();
+        let params = toy.named();
+        let mut grads = toy.loss().backward().unwrap();
+        let before: Vec<_> = params.iter().map(|(_, v)| bits(grads.get(v).unwrap())).collect();
+        let norm = global_norm(&params, &grads);
+        let reported = clip_grad_norm(&params, &mut grads, norm * 2.0).unwrap();
+        assert!((reported - norm).abs() <= 1e-6 * norm);
+        let after: Vec<_> = params.iter().map(|(_, v)| bits(grads.get(v).unwrap())).collect();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn clip_leaves_non_finite_gradients_alone() {
+        let w = Var::from_tensor(&values(&[3], 0.0)).unwrap();
+        let params = vec![("w".to_owned(), w.clone())];
+        let mut grads = (w.as_tensor() * f64::INFINITY).unwrap().sum_all().unwrap().backward().unwrap();
+        let before = bits(grads.get(&w).unwrap());
+        assert_eq!(clip_grad_norm(&params, &mut grads, 1.0).unwrap(), f64::INFINITY);
+        assert_eq!(bits(grads.get(&w).unwrap()), before);
+    }
+}

@@ -1,0 +1,82 @@
+//! The `anneal` kind: the stage-2 "mid-training" recipe. Continues from a trained model and its
+//! optimizer state on a new data mixture, decaying the learning rate from where the input run
+//! ended (`start_lr`, default: its last LR) to `final_lr` (default 0) over its budget, with no
+//! warmup — so the LR curve has no jump at the boundary (OLMo 2).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::pretrain::{Common, ROLES, TrainerState, train_stage};
+use super::{Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
+use crate::ml::schedule::{self, DecayShape, Schedule};
+
+pub struct Anneal;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Params {
+    #[serde(flatten)]
+    pub common: Common,
+    /// Default: the last learning rate of the input run (`trainer_state.json`).
+    #[serde(default)]
+    pub start_lr: Option<f64>,
+    #[serde(default)]
+    pub final_lr: f64,
+    #[serde(default)]
+    pub shape: DecayShape,
+    /// Start from a fresh AdamW instead of the input's optimizer state.
+    #[serde(default)]
+    pub reset_optimizer: bool,
+}
+
+impl Kind for Anneal {
+    fn name(&self) -> &'static str {
+        "anneal"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+
+    fn takes_default(&self, key: &str) -> bool {
+        key == "seed"
+    }
+
+    fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
+        let (p, canonical): (Params, Value) = typed(with)?;
+        p.common.check()?;
+        if let Some(lr) = p.start_lr
+            && !(lr > 0.0 && lr.is_finite())
+        {
+            return Err(invalid("start_lr", "must be positive"));
+        }
+        if !(p.final_lr >= 0.0 && p.final_lr.is_finite()) {
+            return Err(invalid("final_lr", "must be non-negative"));
+        }
+        Ok(canonical)
+    }
+
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+        let p: Params = task.params()?;
+        let start = match p.start_lr {
+            Some(lr) => lr,
+            None => {
+                let path = task.input("model")?.join("trainer_state.json");
+                let state: TrainerState = serde_json::from_slice(&fs_err::read(&path)?)
+                    .map_err(|e| StageError::Input(format!("`{}`: {e}", path.display())))?;
+                state.last_lr
+            }
+        };
+        if p.final_lr > start {
+            return Err(StageError::Input(format!("final_lr {} is above the starting LR {start}", p.final_lr)));
+        }
+        // A whole-run decay: WSD with every step in the decay phase.
+        let decay = Schedule::Wsd { decay: 1.0, shape: p.shape.clone(), final_lr: p.final_lr };
+        let steps = p.common.steps();
+        let lr = |step: u64| schedule::lr(&decay, start, 0, steps, step);
+        train_stage(task, &p.common, &lr, !p.reset_optimizer, progress)
+    }
+}

@@ -1,0 +1,381 @@
+//! The `data` kind: text → tokenizer + train/val token shards.
+//!
+//! Sources are the artifacts named by the `sources` role (in order) and then, as one more
+//! source, the stage's own `inputs:` files. `.jsonl` files hold one document per line (its
+//! `text_field`); `.txt` files are cut into documents by `split`. Exact duplicates are removed
+//! across all sources first; each remaining document goes to val or train by a hash of the seed
+//! and its content (stable when other documents change). The train split mixes sources by
+//! `weights` with Megatron's largest-deficit rule, so each source's realised share stays within
+//! two documents of its weight at every prefix. The tokenizer is trained on the train split, or
+//! taken from the `tokenizer` role.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use crate::hash::Digest;
+use crate::ml::shards::{self, Dtype, Index, SourceStats, SplitInfo};
+use crate::ml::tokenizer::{EOT, Tokenizer};
+
+pub struct Data;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextSplit {
+    /// Blank lines separate documents.
+    Paragraphs,
+    /// Every non-empty line is a document.
+    Lines,
+    /// Each file is one document.
+    Files,
+    /// Lines holding only `%` separate documents (the `fortune` format).
+    Percent,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    #[serde(default = "vocab_size")]
+    pub vocab_size: usize,
+    #[serde(default = "val_fraction")]
+    pub val_fraction: f64,
+    #[serde(default = "seed")]
+    pub seed: u64,
+    /// One weight per source (the `sources` stages in order, then `inputs:` if any).
+    #[serde(default)]
+    pub weights: Option<Vec<f64>>,
+    /// How many train documents to draw when mixing; default: as many as the weights allow
+    /// without repeating any source.
+    #[serde(default)]
+    pub documents: Option<usize>,
+    #[serde(default = "split")]
+    pub split: TextSplit,
+    #[serde(default = "text_field")]
+    pub text_field: String,
+}
+
+fn vocab_size() -> usize {
+    2048
+}
+fn val_fraction() -> f64 {
+    0.05
+}
+fn seed() -> u64 {
+    1
+}
+fn split() -> TextSplit {
+    TextSplit::Paragraphs
+}
+fn text_field() -> String {
+    "text".into()
+}
+
+const ROLES: &[Role] = &[
+    Role { name: "sources", list: true, required: false },
+    Role { name: "tokenizer", list: false, required: false },
+];
+
+impl Kind for Data {
+    fn name(&self) -> &'static str {
+        "data"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+
+    fn takes_default(&self, key: &str) -> bool {
+        key == "seed"
+    }
+
+    fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
+        let (p, canonical): (Params, Value) = typed(with)?;
+        if !(256 + crate::ml::tokenizer::SPECIAL.len()..=1 << 20).contains(&p.vocab_size) {
+            return Err(invalid("vocab_size", format!("must be between {} and {}", 256 + crate::ml::tokenizer::SPECIAL.len(), 1 << 20)));
+        }
+        if !(0.0..1.0).contains(&p.val_fraction) {
+            return Err(invalid("val_fraction", "must be in [0, 1)"));
+        }
+        if let Some(w) = &p.weights
+            && (w.is_empty() || w.iter().any(|x| !x.is_finite() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0)
+        {
+            return Err(invalid("weights", "weights must be finite, non-negative and not all zero"));
+        }
+        Ok(canonical)
+    }
+
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+        let p: Params = task.params()?;
+        let mut sources: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        for (i, dir) in task.inputs.get("sources").into_iter().flatten().enumerate() {
+            sources.push((format!("sources[{i}]"), files_under(dir)?));
+        }
+        if !task.files.is_empty() {
+            sources.push(("inputs".into(), task.files.clone()));
+        }
+        if sources.is_empty() {
+            return Err(StageError::Input("a data stage needs `sources` stages or `inputs:` files".into()));
+        }
+        let weights = match &p.weights {
+            Some(w) if w.len() != sources.len() => {
+                return Err(StageError::Input(format!("{} weights for {} sources", w.len(), sources.len())));
+            }
+            Some(w) => w.clone(),
+            None => vec![1.0; sources.len()],
+        };
+        // Read, deduplicate across sources, split.
+        let mut seen = HashSet::new();
+        let mut duplicates = 0u64;
+        let mut per_source: Vec<(Vec<String>, Vec<String>, u64, u64)> = Vec::new();
+        for (_, files) in &sources {
+            let (mut train, mut val, mut docs, mut bytes) = (Vec::new(), Vec::new(), 0u64, 0u64);
+            for file in files {
+                for doc in read_documents(file, p.split, &p.text_field)? {
+                    if !seen.insert(Digest::of(doc.as_bytes())) {
+                        duplicates += 1;
+                        continue;
+                    }
+                    docs += 1;
+                    bytes += doc.len() as u64;
+                    if is_val(p.seed, &doc, p.val_fraction) { val.push(doc) } else { train.push(doc) }
+                }
+            }
+            per_source.push((train, val, docs, bytes));
+        }
+        if p.val_fraction > 0.0 && per_source.iter().all(|s| s.1.is_empty()) {
+            return Err(StageError::Input("no document fell into the val split; add documents or raise `val_fraction`".into()));
+        }
+        let order = mixture(&per_source.iter().map(|s| s.0.len()).collect::<Vec<_>>(), &weights, p.documents, p.seed)?;
+        let train_docs: Vec<&str> = order.iter().map(|&(s, i)| per_source[s].0[i].as_str()).collect();
+        progress(&Progress { step: 1, total: 3, ..Default::default() });
+        let tokenizer = match task.inputs.get("tokenizer") {
+            Some(_) => Tokenizer::load(&task.input("tokenizer")?.join("tokenizer.json"))?,
+            None => Tokenizer::train(train_docs.iter().copied(), p.vocab_size)?,
+        };
+        progress(&Progress { step: 2, total: 3, ..Default::default() });
+        let encode = |docs: &[&str]| -> Result<Vec<Vec<u32>>, StageError> {
+            use rayon::prelude::*;
+            docs.par_iter()
+                .map(|d| {
+                    let mut ids = tokenizer.encode(d)?;
+                    ids.push(EOT);
+                    Ok(ids)
+                })
+                .collect()
+        };
+        let train_ids = encode(&train_docs)?;
+        let val_docs: Vec<&str> = per_source.iter().flat_map(|s| s.1.iter().map(String::as_str)).collect();
+        let val_ids = encode(&val_docs)?;
+        let dtype = Dtype::for_vocab(tokenizer.vocab_size());
+        let train_tokens: Vec<u32> = train_ids.iter().flatten().copied().collect();
+        let val_tokens: Vec<u32> = val_ids.iter().flatten().copied().collect();
+        shards::write(&task.out.join("train.bin"), &train_tokens, dtype)?;
+        shards::write(&task.out.join("val.bin"), &val_tokens, dtype)?;
+        tokenizer.save(&task.out.join("tokenizer.json"))?;
+        let mut stats: Vec<SourceStats> = sources
+            .iter()
+            .zip(&per_source)
+            .zip(&weights)
+            .map(|(((name, _), s), w)| SourceStats {
+                name: name.clone(),
+                weight: *w,
+                documents: s.2,
+                bytes: s.3,
+                train_documents: 0,
+                train_tokens: 0,
+                val_documents: s.1.len() as u64,
+            })
+            .collect();
+        for ((s, _), ids) in order.iter().zip(&train_ids) {
+            stats[*s].train_documents += 1;
+            stats[*s].train_tokens += ids.len() as u64;
+        }
+        let index = Index {
+            version: shards::INDEX_VERSION,
+            dtype,
+            vocab_size: tokenizer.vocab_size(),
+            separator: EOT,
+            train: SplitInfo {
+                file: "train.bin".into(),
+                documents: train_docs.len() as u64,
+                tokens: train_tokens.len() as u64,
+                bytes: train_docs.iter().map(|d| d.len() as u64).sum(),
+            },
+            val: SplitInfo {
+                file: "val.bin".into(),
+                documents: val_docs.len() as u64,
+                tokens: val_tokens.len() as u64,
+                bytes: val_docs.iter().map(|d| d.len() as u64).sum(),
+            },
+            sources: stats,
+            duplicates_removed: duplicates,
+            seed: p.seed,
+        };
+        let mut json = serde_json::to_vec_pretty(&index).expect("indexes serialise");
+        json.push(b'\n');
+        fs_err::write(task.out.join("index.json"), json)?;
+        progress(&Progress { step: 3, total: 3, ..Default::default() });
+        Ok(())
+    }
+}
+
+/// Every `.txt` and `.jsonl` file under `dir`, sorted.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs_err::read_dir(&d)? {
+            let path = e?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("txt" | "jsonl")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The documents of one file, trimmed, empty ones dropped.
+pub fn read_documents(path: &Path, split: TextSplit, field: &str) -> Result<Vec<String>, StageError> {
+    let text = fs_err::read_to_string(path)?;
+    let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
+        let mut docs = Vec::new();
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| StageError::Input(format!("`{}` line {}: {e}", path.display(), n + 1)))?;
+            let doc = v.get(field).and_then(Value::as_str).ok_or_else(|| {
+                StageError::Input(format!("`{}` line {}: no string field `{field}`", path.display(), n + 1))
+            })?;
+            docs.push(doc.to_owned());
+        }
+        docs
+    } else {
+        let normalised = text.replace("\r\n", "\n");
+        match split {
+            TextSplit::Files => vec![normalised],
+            TextSplit::Lines => normalised.lines().map(str::to_owned).collect(),
+            TextSplit::Paragraphs => normalised.split("\n\n").map(str::to_owned).collect(),
+            TextSplit::Percent => normalised.split("\n%\n").map(|d| d.trim_end_matches("\n%").to_owned()).collect(),
+        }
+    };
+    Ok(docs.into_iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect())
+}
+
+/// Whether a document belongs to the val split: a hash of the seed and its content, so the
+/// decision does not depend on which other documents exist.
+fn is_val(seed: u64, doc: &str, fraction: f64) -> bool {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(doc.as_bytes());
+    let x = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+    (x as f64 / u64::MAX as f64) < fraction
+}
+
+/// The train order as (source, document) pairs: each source's documents shuffled by the seed,
+/// interleaved by the largest-deficit rule. Without a `documents` budget, draws as many as the
+/// weights allow without repeating; with one, sources that run out start over.
+pub fn mixture(counts: &[usize], weights: &[f64], documents: Option<usize>, seed: u64) -> Result<Vec<(usize, usize)>, StageError> {
+    let total: f64 = weights.iter().sum();
+    let w: Vec<f64> = weights.iter().map(|x| x / total).collect();
+    let n = match documents {
+        Some(n) => n,
+        None => w
+            .iter()
+            .zip(counts)
+            .filter(|(w, _)| **w > 0.0)
+            .map(|(w, c)| (*c as f64 / w).floor() as usize)
+            .min()
+            .unwrap_or(0),
+    };
+    if let Some((i, _)) = w.iter().zip(counts).enumerate().find(|(_, (w, c))| **w > 0.0 && **c == 0) {
+        return Err(StageError::Input(format!("source {i} has weight {} but no train documents", weights[i])));
+    }
+    let orders: Vec<Vec<usize>> = counts
+        .iter()
+        .enumerate()
+        .map(|(s, &c)| {
+            let mut o: Vec<usize> = (0..c).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(s as u64);
+            o.shuffle(&mut rng);
+            o
+        })
+        .collect();
+    let mut taken = vec![0usize; counts.len()];
+    let mut out = Vec::with_capacity(n);
+    for k in 0..n {
+        let s = (0..counts.len())
+            .filter(|&s| w[s] > 0.0)
+            .max_by(|&a, &b| {
+                let da = w[a] * (k + 1) as f64 - taken[a] as f64;
+                let db = w[b] * (k + 1) as f64 - taken[b] as f64;
+                da.partial_cmp(&db).expect("finite").then(b.cmp(&a))
+            })
+            .expect("a positive weight");
+        out.push((s, orders[s][taken[s] % counts[s]]));
+        taken[s] += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixture_proportions_stay_within_two_documents_at_every_prefix() {
+        let weights = [0.5, 0.3, 0.15, 0.05];
+        let order = mixture(&[10_000, 10_000, 10_000, 10_000], &weights, Some(5_000), 7).unwrap();
+        let mut counts = [0f64; 4];
+        for (k, (s, _)) in order.iter().enumerate() {
+            counts[*s] += 1.0;
+            for i in 0..4 {
+                assert!((counts[i] - weights[i] * (k + 1) as f64).abs() < 2.0, "source {i} at prefix {}", k + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn mixture_without_a_budget_never_repeats_and_is_deterministic() {
+        let order = mixture(&[100, 10], &[0.5, 0.5], None, 1).unwrap();
+        assert_eq!(order.len(), 20);
+        let set: HashSet<_> = order.iter().collect();
+        assert_eq!(set.len(), 20);
+        assert_eq!(order, mixture(&[100, 10], &[0.5, 0.5], None, 1).unwrap());
+        assert_ne!(order, mixture(&[100, 10], &[0.5, 0.5], None, 2).unwrap());
+    }
+
+    #[test]
+    fn val_membership_depends_only_on_seed_and_content() {
+        let docs: Vec<String> = (0..2000).map(|i| format!("document {i}")).collect();
+        let val: Vec<bool> = docs.iter().map(|d| is_val(3, d, 0.1)).collect();
+        let share = val.iter().filter(|v| **v).count() as f64 / 2000.0;
+        assert!((share - 0.1).abs() < 0.03, "{share}");
+        assert_eq!(val, docs.iter().map(|d| is_val(3, d, 0.1)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn text_files_split_into_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "one\r\nstill one\r\n\r\ntwo\n\n\n three \n").unwrap();
+        assert_eq!(read_documents(&p, TextSplit::Paragraphs, "text").unwrap(), ["one\nstill one", "two", "three"]);
+        std::fs::write(&p, "a fortune\n%\nanother\nline\n%\n").unwrap();
+        assert_eq!(read_documents(&p, TextSplit::Percent, "text").unwrap(), ["a fortune", "another\nline"]);
+        let j = dir.path().join("b.jsonl");
+        std::fs::write(&j, "{\"text\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();
+        assert!(read_documents(&j, TextSplit::Paragraphs, "text").unwrap_err().to_string().contains("line 2"));
+    }
+}

@@ -1,0 +1,291 @@
+//! The `pretrain` kind: model + data → trained model folder with optimizer state
+//! (`optimizer.safetensors`), `trainer_state.json` and `metrics.jsonl` (step, tokens, loss,
+//! lr, grad norm, periodic val loss). Interrupted runs resume from the last checkpoint in the
+//! run's scratch directory and finish byte-identical to an uninterrupted run.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use crate::ml::model::Model;
+use crate::ml::optim::{AdamW, AdamWConfig};
+use crate::ml::schedule::{self, Schedule};
+use crate::ml::shards::Index;
+use crate::ml::train::{self, Loop, Row};
+
+pub struct Pretrain;
+
+/// The settings pretrain and anneal share.
+// No `deny_unknown_fields` here or on the structs that flatten this one (serde does not
+// support the two together); `typed` rejects unknown keys instead.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Common {
+    /// Optimizer steps; or give `tokens` and the steps follow from the batch shape.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default = "batch")]
+    pub batch: usize,
+    #[serde(default = "one")]
+    pub accumulate: usize,
+    #[serde(default = "seq_len")]
+    pub seq_len: usize,
+    #[serde(default = "weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "eps")]
+    pub eps: f64,
+    #[serde(default = "clip")]
+    pub clip: f64,
+    #[serde(default = "eval_every")]
+    pub eval_every: u64,
+    #[serde(default = "eval_windows")]
+    pub eval_windows: usize,
+    #[serde(default = "checkpoint_every")]
+    pub checkpoint_every: u64,
+    #[serde(default = "seed")]
+    pub seed: u64,
+}
+
+fn batch() -> usize {
+    16
+}
+fn one() -> usize {
+    1
+}
+fn seq_len() -> usize {
+    128
+}
+fn weight_decay() -> f64 {
+    0.1
+}
+fn betas() -> [f64; 2] {
+    [0.9, 0.95]
+}
+fn eps() -> f64 {
+    1e-8
+}
+fn clip() -> f64 {
+    1.0
+}
+fn eval_every() -> u64 {
+    100
+}
+fn eval_windows() -> usize {
+    32
+}
+fn checkpoint_every() -> u64 {
+    50
+}
+fn seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Params {
+    #[serde(flatten)]
+    pub common: Common,
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup: u64,
+    #[serde(default = "cosine")]
+    pub schedule: Schedule,
+    /// Continue from the input model's optimizer state instead of a fresh AdamW.
+    #[serde(default)]
+    pub resume_optimizer: bool,
+}
+
+fn cosine() -> Schedule {
+    Schedule::Cosine { min_lr: 0.0 }
+}
+
+/// `trainer_state.json` of a trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub steps: u64,
+    pub tokens: u64,
+    /// The learning rate of the last step: where an anneal continues from.
+    pub last_lr: f64,
+    pub final_loss: f64,
+    pub final_val_loss: Option<f64>,
+}
+
+pub const ROLES: &[Role] = &[
+    Role { name: "model", list: false, required: true },
+    Role { name: "data", list: false, required: true },
+];
+
+impl Common {
+    pub fn check(&self) -> Result<(), ParamError> {
+        match (self.steps, self.tokens) {
+            (Some(0), _) | (_, Some(0)) => return Err(invalid("steps", "must be positive")),
+            (Some(_), Some(_)) => return Err(invalid("tokens", "give `steps` or `tokens`, not both")),
+            (None, None) => return Err(invalid("steps", "give `steps` or `tokens`")),
+            _ => {}
+        }
+        for (key, v) in [("batch", self.batch), ("accumulate", self.accumulate), ("seq_len", self.seq_len), ("eval_windows", self.eval_windows)] {
+            if v == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(invalid("weight_decay", "must be non-negative"));
+        }
+        if self.betas.iter().any(|b| !(0.0..1.0).contains(b)) {
+            return Err(invalid("betas", "each must be in [0, 1)"));
+        }
+        if !(self.eps > 0.0 && self.clip > 0.0) {
+            return Err(invalid("clip", "`clip` and `eps` must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.batch * self.accumulate * self.seq_len) as u64
+    }
+
+    pub fn steps(&self) -> u64 {
+        self.steps.unwrap_or_else(|| self.tokens.unwrap_or(0).div_ceil(self.tokens_per_step()))
+    }
+
+    fn adamw(&self) -> AdamWConfig {
+        AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay, decay_all: false }
+    }
+}
+
+impl Kind for Pretrain {
+    fn name(&self) -> &'static str {
+        "pretrain"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn roles(&self) -> Roles {
+        Roles::Fixed(ROLES)
+    }
+
+    fn takes_default(&self, key: &str) -> bool {
+        key == "seed"
+    }
+
+    fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
+        let (p, canonical): (Params, Value) = typed(with)?;
+        p.common.check()?;
+        if !(p.lr > 0.0 && p.lr.is_finite()) {
+            return Err(invalid("lr", "must be positive"));
+        }
+        if p.warmup >= p.common.steps() {
+            return Err(invalid("warmup", "must be shorter than the run"));
+        }
+        p.schedule.validate(p.lr).map_err(|e| invalid("schedule", e))?;
+        Ok(canonical)
+    }
+
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+        let p: Params = task.params()?;
+        let steps = p.common.steps();
+        let lr = |step: u64| schedule::lr(&p.schedule, p.lr, p.warmup, steps, step);
+        train_stage(task, &p.common, &lr, p.resume_optimizer, progress)
+    }
+}
+
+/// Loads model and data, trains, writes the model folder, optimizer state, trainer state and
+/// metrics. Shared by `pretrain` and `anneal`.
+pub fn train_stage(
+    task: &Task,
+    common: &Common,
+    lr: &dyn Fn(u64) -> f64,
+    load_optimizer: bool,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<(), StageError> {
+    let model_dir = task.input("model")?;
+    let data_dir = task.input("data")?;
+    same_tokenizer(model_dir, data_dir)?;
+    let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+    let model = Model::load(model_dir, &device)?;
+    let index = Index::load(data_dir)?;
+    if index.vocab_size != model.config.vocab_size {
+        return Err(StageError::Input(format!(
+            "the data has a vocabulary of {} but the model of {}",
+            index.vocab_size, model.config.vocab_size
+        )));
+    }
+    if common.seq_len > model.config.max_position_embeddings {
+        return Err(StageError::Input(format!(
+            "seq_len {} exceeds the model's {} positions",
+            common.seq_len, model.config.max_position_embeddings
+        )));
+    }
+    let train_tokens = index.tokens(data_dir, &index.train)?;
+    let val_tokens = index.tokens(data_dir, &index.val)?;
+    let mut opt = AdamW::new(model.params(), common.adamw())?;
+    let optimizer_file = model_dir.join("optimizer.safetensors");
+    if load_optimizer {
+        if !optimizer_file.exists() {
+            return Err(StageError::Input("the input model has no optimizer state (`optimizer.safetensors`)".into()));
+        }
+        opt.load(&optimizer_file)?;
+    }
+    let cfg = Loop {
+        steps: common.steps(),
+        batch: common.batch,
+        accumulate: common.accumulate,
+        seq_len: common.seq_len,
+        clip: common.clip,
+        eval_every: common.eval_every,
+        eval_windows: common.eval_windows,
+        checkpoint_every: common.checkpoint_every,
+        seed: common.seed,
+    };
+    let val = if val_tokens.len() > common.seq_len { val_tokens } else { train_tokens.clone() };
+    let rows = train::run(&model, &mut opt, &cfg, lr, &train_tokens, &val, &task.resume, &mut |t| {
+        progress(&Progress {
+            step: t.step,
+            total: t.total,
+            loss: Some(t.loss),
+            tokens_per_s: Some(t.tokens_per_s),
+            eta_s: Some(t.eta_s),
+        })
+    })?;
+    write_outputs(&task.out, model_dir, &model, &opt, &rows)
+}
+
+/// Fine-tuning on data tokenised differently would silently train garbage.
+fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageError> {
+    let a = fs_err::read(model_dir.join("tokenizer.json"))?;
+    let b = fs_err::read(data_dir.join("tokenizer.json"))?;
+    if a != b {
+        return Err(StageError::Input("the model and the data use different tokenizers".into()));
+    }
+    Ok(())
+}
+
+fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
+    model.save(out)?;
+    opt.save(&out.join("optimizer.safetensors"))?;
+    fs_err::copy(model_dir.join("tokenizer.json"), out.join("tokenizer.json"))?;
+    let mut metrics = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut metrics, row).map_err(std::io::Error::other)?;
+        metrics.push(b'\n');
+    }
+    fs_err::write(out.join("metrics.jsonl"), metrics)?;
+    let last = rows.last().ok_or_else(|| StageError::Input("no training step ran".into()))?;
+    let state = TrainerState {
+        steps: last.step,
+        tokens: last.tokens,
+        last_lr: last.lr,
+        final_loss: last.loss,
+        final_val_loss: rows.iter().rev().find_map(|r| r.val_loss),
+    };
+    let mut json = serde_json::to_vec_pretty(&state).expect("states serialise");
+    json.push(b'\n');
+    fs_err::write(out.join("trainer_state.json"), json)?;
+    Ok(())
+}
