@@ -65,6 +65,9 @@ enum Command {
         /// Draw the loss and learning-rate curves of a training artifact to this SVG file.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+        /// The same overrides the artifact was built with (`STAGE.with.KEY=VALUE`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Copy a stage's artifact out of the store as an ordinary, writable directory.
     Checkout {
@@ -75,6 +78,9 @@ enum Command {
         /// Destination directory (must not exist or be empty).
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
+        /// The same overrides the artifact was built with (`STAGE.with.KEY=VALUE`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
     },
     /// Delete store objects no lock file and no recent run references.
     Gc {
@@ -248,9 +254,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_stdout(&text);
             Ok(exit::OK)
         }
-        Command::Show { file, stage, json, plot } => show_cmd(cli.cache, &file, &stage, json, plot.as_deref()).await,
+        Command::Show { file, stage, json, plot, sets } => show_cmd(cli.cache, &file, &stage, &sets, json, plot.as_deref()).await,
         Command::RunStage { task } => run_stage(&task),
-        Command::Checkout { file, stage, to } => checkout_cmd(cli.cache, &file, &stage, &to).await,
+        Command::Checkout { file, stage, to, sets } => checkout_cmd(cli.cache, &file, &stage, &sets, &to).await,
         Command::Gc { workflows, keep_days, dry_run } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
         Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => {
@@ -378,9 +384,9 @@ async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure>
 }
 
 /// The current artifact of `stage`, or a failure saying why there is none.
-async fn current(cache: Option<PathBuf>, file: &Path, stage: &str) -> Result<(Loaded, crate::store::Record), Failure> {
-    let sel = Selection { file: file.to_owned(), targets: vec![stage.to_owned()], force: vec![], sets: vec![], json: false };
-    let workflow = spec::load(file, &[])?;
+async fn current(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String]) -> Result<(Loaded, crate::store::Record), Failure> {
+    let sel = Selection { file: file.to_owned(), targets: vec![stage.to_owned()], force: vec![], sets: sets.to_vec(), json: false };
+    let workflow = spec::load(file, &overrides(sets))?;
     if workflow.stage(stage).is_none() {
         return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
     }
@@ -400,8 +406,8 @@ async fn current(cache: Option<PathBuf>, file: &Path, stage: &str) -> Result<(Lo
     }
 }
 
-async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, json: bool, plot_to: Option<&Path>) -> Result<u8, Failure> {
-    let (loaded, record) = current(cache, file, stage).await?;
+async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String], json: bool, plot_to: Option<&Path>) -> Result<u8, Failure> {
+    let (loaded, record) = current(cache, file, stage, sets).await?;
     let store = &loaded.store;
     let manifest = store.manifest(&record.artifact).await?;
     let log = store.log_path(&record.fingerprint);
@@ -444,11 +450,11 @@ async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, json: bool, 
     Ok(exit::OK)
 }
 
-async fn checkout_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, to: &Path) -> Result<u8, Failure> {
+async fn checkout_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String], to: &Path) -> Result<u8, Failure> {
     if to.exists() && fs_err::read_dir(to).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Failure::new(exit::INVALID, format!("`{}` exists and is not an empty directory", to.display())));
     }
-    let (loaded, record) = current(cache, file, stage).await?;
+    let (loaded, record) = current(cache, file, stage, sets).await?;
     let n = loaded.store.checkout(&record.artifact, to).await?;
     print_stderr(&format!("checked out {n} entries of `{stage}` ({}) to {}\n", record.artifact.short(), to.display()));
     Ok(exit::OK)

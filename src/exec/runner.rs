@@ -2,7 +2,7 @@
 //! killed as a group (SIGTERM, then SIGKILL) when the run is cancelled.
 //!
 //! Built-in kinds (`flow run-stage`) speak a one-line protocol on stdout: a line
-//! `@flow-progress {json}` is a progress report; every other line goes to the log.
+//! `@flow-progress {json}` is a progress report. Every line goes to the log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,19 +63,19 @@ pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<boo
     exit
 }
 
-/// Copies a child's stdout to the log, turning protocol lines into progress reports.
+/// Copies a child's stdout to the log, turning protocol lines into progress reports too. The
+/// log keeps them: it is where per-step wall-clock figures (tokens/s) live, since an artifact
+/// must not contain anything that differs between two identical runs.
 async fn relay(out: tokio::process::ChildStdout, log: std::fs::File, on_progress: OnProgress) {
     use std::io::Write;
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(out).lines();
     let mut log = log;
     while let Ok(Some(line)) = lines.next_line().await {
-        match line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
-            Some(Ok(p)) => on_progress(p),
-            _ => {
-                let _ = writeln!(log, "{line}");
-            }
+        if let Some(Ok(p)) = line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
+            on_progress(p);
         }
+        let _ = writeln!(log, "{line}");
     }
 }
 

@@ -6,9 +6,9 @@ use candle_core::Device;
 pub fn select(name: &str) -> Result<Device, String> {
     match name {
         "cpu" | "auto" => Ok(Device::Cpu),
-        other if other == "cuda" || other.starts_with("cuda:") => Err(format!(
-            "device `{other}` needs a CUDA build of flow; this one is CPU-only (build with `--features cuda`)"
-        )),
+        other if other == "cuda" || other.starts_with("cuda:") => {
+            Err(format!("device `{other}` needs a CUDA build of flow; this build runs on the CPU only"))
+        }
         other => Err(format!("unknown device `{other}`")),
     }
 }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 ///   not depend on `total`, so a decay can be branched off any stable checkpoint.
 ///
 /// The formulas are evaluated so that the first post-warmup (or first decay) step is exactly
-/// `peak` and the last step exactly the final learning rate, and the decay never leaves
-/// `[final, peak]`, which keeps it monotone despite rounding.
+/// `peak`, the last step exactly the final learning rate, and the decay monotone despite
+/// rounding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
@@ -138,13 +138,10 @@ fn progress(done: u64, len: u64) -> f64 {
 }
 
 /// `end + (peak − end)·remaining`, except that `remaining = 1` gives `peak` exactly (the
-/// expression can be an ulp off) and the result is kept within `[end, peak]` so that rounding
-/// cannot make the sequence rise by an ulp. `max`/`min` rather than `clamp`, which panics on NaN.
+/// expression can land an ulp above or below it). Capping the rest at `peak` makes the decay
+/// provably monotone: rounding is monotone, so only the exact first value could break it.
 fn decayed(peak: f64, end: f64, remaining: f64) -> f64 {
-    if remaining >= 1.0 {
-        return peak;
-    }
-    (end + (peak - end) * remaining).max(peak.min(end)).min(peak.max(end))
+    if remaining >= 1.0 { peak } else { (end + (peak - end) * remaining).min(peak) }
 }
 
 #[cfg(test)]
@@ -159,6 +156,9 @@ mod tests {
             (Schedule::Cosine { min_lr: 0.0 }, 0.0),
             (Schedule::Linear { final_lr: 0.0 }, 0.0),
             (Schedule::Linear { final_lr: 1.7e-5 }, 1.7e-5),
+            // Ends for which `end + (peak − end)` is an ulp above or below `peak`.
+            (Schedule::Linear { final_lr: 1.23e-5 }, 1.23e-5),
+            (Schedule::Cosine { min_lr: PEAK / 10.0 }, PEAK / 10.0),
         ];
         for shape in [DecayShape::Linear, DecayShape::Cosine, DecayShape::Sqrt] {
             out.push((Schedule::Wsd { decay: 0.2, shape, final_lr: 0.0 }, 0.0));
@@ -209,13 +209,23 @@ mod tests {
                 if let Some(&last) = post.last() {
                     assert_eq!(last, end, "{s:?} {warmup}/{total}: last step");
                     assert!(post.iter().all(|&x| (end..=PEAK).contains(&x)));
+                    assert_eq!(lr(&s, PEAK, warmup, total, total + 5), end, "{s:?}: past the end");
                 }
                 if post.len() > 1 {
                     assert_eq!(post[0], PEAK, "{s:?} {warmup}/{total}: first post-warmup step");
                 }
-                assert_eq!(lr(&s, PEAK, warmup, total, total + 5), end, "{s:?}: past the end");
             }
         }
+    }
+
+    /// In a billion-step cosine the first few decay factors round to exactly 1, and for this
+    /// `end`, `end + (peak − end)` rounds to just above `peak`.
+    #[test]
+    fn rounding_never_lifts_a_decay_above_peak() {
+        let s = Schedule::Cosine { min_lr: 1.23e-5 };
+        let c: Vec<f64> = (0..100).map(|step| lr(&s, PEAK, 0, 1_000_000_000, step)).collect();
+        assert_eq!(c[0], PEAK);
+        assert!(c.windows(2).all(|w| w[1] <= w[0]));
     }
 
     #[test]
@@ -252,8 +262,13 @@ mod tests {
             assert_ne!(lr(&s, PEAK, warmup, short, decay_start + 1), lr(&s, PEAK, warmup, long, decay_start + 1));
         }
         let cosine = Schedule::Cosine { min_lr: 0.0 };
-        let differ = (warmup + 1..short).filter(|&step| lr(&cosine, PEAK, warmup, short, step) != lr(&cosine, PEAK, warmup, long, step));
-        assert_eq!(differ.count() as u64, short - warmup - 1, "cosine depends on the total at every step but the first");
+        let differ = (warmup + 1..short)
+            .filter(|&step| lr(&cosine, PEAK, warmup, short, step) != lr(&cosine, PEAK, warmup, long, step));
+        assert_eq!(
+            differ.count() as u64,
+            short - warmup - 1,
+            "cosine depends on the total at every step but the first"
+        );
     }
 
     /// At each phase boundary `b`, the change from `b − 1` to `b` is no larger than the largest
@@ -301,7 +316,10 @@ mod tests {
             (r#"{"cosine":{"min_lr":1e-4}}"#, Schedule::Cosine { min_lr: 1e-4 }),
             (r#"{"cosine":{}}"#, Schedule::Cosine { min_lr: 0.0 }),
             (r#"{"linear":{"final_lr":0.0}}"#, Schedule::Linear { final_lr: 0.0 }),
-            (r#"{"wsd":{"decay":0.1,"shape":"sqrt"}}"#, Schedule::Wsd { decay: 0.1, shape: DecayShape::Sqrt, final_lr: 0.0 }),
+            (
+                r#"{"wsd":{"decay":0.1,"shape":"sqrt"}}"#,
+                Schedule::Wsd { decay: 0.1, shape: DecayShape::Sqrt, final_lr: 0.0 },
+            ),
             (r#"{"wsd":{}}"#, Schedule::Wsd { decay: 0.2, shape: DecayShape::Linear, final_lr: 0.0 }),
         ];
         for (json, expected) in cases {

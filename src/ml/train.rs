@@ -107,6 +107,7 @@ pub fn evaluate(model: &Model, tokens: &[u32], seq_len: usize, n: usize, batch: 
 
 /// Trains `model` with `opt` for `cfg.steps` steps at learning rate `lr(step)`, resuming from
 /// the checkpoint in `resume` if one is there. Returns the metrics of every step.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of one training run
 pub fn run(
     model: &Model,
     opt: &mut AdamW,

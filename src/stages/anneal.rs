@@ -74,7 +74,7 @@ impl Kind for Anneal {
             return Err(StageError::Input(format!("final_lr {} is above the starting LR {start}", p.final_lr)));
         }
         // A whole-run decay: WSD with every step in the decay phase.
-        let decay = Schedule::Wsd { decay: 1.0, shape: p.shape.clone(), final_lr: p.final_lr };
+        let decay = Schedule::Wsd { decay: 1.0, shape: p.shape, final_lr: p.final_lr };
         let steps = p.common.steps();
         let lr = |step: u64| schedule::lr(&decay, start, 0, steps, step);
         train_stage(task, &p.common, &lr, !p.reset_optimizer, progress)

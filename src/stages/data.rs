@@ -267,7 +267,19 @@ pub fn read_documents(path: &Path, split: TextSplit, field: &str) -> Result<Vec<
             TextSplit::Files => vec![normalised],
             TextSplit::Lines => normalised.lines().map(str::to_owned).collect(),
             TextSplit::Paragraphs => normalised.split("\n\n").map(str::to_owned).collect(),
-            TextSplit::Percent => normalised.split("\n%\n").map(|d| d.trim_end_matches("\n%").to_owned()).collect(),
+            TextSplit::Percent => {
+                let mut docs = vec![String::new()];
+                for line in normalised.lines() {
+                    if line.trim_end() == "%" {
+                        docs.push(String::new());
+                    } else {
+                        let doc = docs.last_mut().expect("never empty");
+                        doc.push_str(line);
+                        doc.push('\n');
+                    }
+                }
+                docs
+            }
         }
     };
     Ok(docs.into_iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect())
@@ -372,7 +384,7 @@ mod tests {
         let p = dir.path().join("a.txt");
         std::fs::write(&p, "one\r\nstill one\r\n\r\ntwo\n\n\n three \n").unwrap();
         assert_eq!(read_documents(&p, TextSplit::Paragraphs, "text").unwrap(), ["one\nstill one", "two", "three"]);
-        std::fs::write(&p, "a fortune\n%\nanother\nline\n%\n").unwrap();
+        std::fs::write(&p, "%\na fortune\n%\nanother\nline\n%\n").unwrap();
         assert_eq!(read_documents(&p, TextSplit::Percent, "text").unwrap(), ["a fortune", "another\nline"]);
         let j = dir.path().join("b.jsonl");
         std::fs::write(&j, "{\"text\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();

@@ -167,3 +167,42 @@ pub fn greedy(model: &Model, tokenizer: &Tokenizer, prompt: &str, max_tokens: us
     }
     Ok(tokenizer.decode(&ids[start..])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+    use crate::ml::model::Config;
+
+    fn uniform_model(vocab: usize) -> Model {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": vocab, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "max_position_embeddings": 64, "tie_word_embeddings": false
+        }))
+        .unwrap();
+        let seeded = Model::init(config.clone(), 1, &Device::Cpu).unwrap();
+        let mut tensors: HashMap<String, Tensor> = seeded.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        tensors.insert("lm_head.weight".into(), Tensor::zeros((vocab, 16), DType::F32, &Device::Cpu).unwrap());
+        Model::from_tensors(config, tensors, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn a_model_with_uniform_outputs_scores_ln_v_and_evaluation_is_repeatable() {
+        let vocab = 300;
+        let model = uniform_model(vocab);
+        let corpus: Vec<String> = (0..40).map(|i| format!("sample text number {i} with some words")).collect();
+        let tokenizer = Tokenizer::train(corpus.iter().map(String::as_str), vocab).unwrap();
+        let tokens: Vec<u32> = (0..2000u32).map(|i| (i * 37 + 11) % tokenizer.vocab_size() as u32).collect();
+        let p = Params { seq_len: 16, windows: 10, batch: 4, prompts: vec![], max_tokens: 1 };
+        let a = evaluate(&model, &tokenizer, &tokens, &tokens, &p).unwrap();
+        assert!((a.val_loss - (vocab as f64).ln()).abs() < 1e-5, "{} vs ln V = {}", a.val_loss, (vocab as f64).ln());
+        assert_eq!(a.tokens, 160);
+        let b = evaluate(&model, &tokenizer, &tokens, &tokens, &p).unwrap();
+        assert_eq!(a.val_loss.to_bits(), b.val_loss.to_bits());
+        assert_eq!(a.bits_per_byte.to_bits(), b.bits_per_byte.to_bits());
+    }
+}

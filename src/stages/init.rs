@@ -95,10 +95,14 @@ impl Kind for Init {
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
-        let (p, canonical): (Params, Value) = typed(with)?;
+        let (mut p, _): (Params, Value) = typed(with)?;
         // The vocabulary is not known yet; any valid size checks the shapes.
-        p.config(512).validate().map_err(|e| invalid("hidden", e))?;
-        Ok(canonical)
+        let config = p.config(512);
+        config.validate().map_err(|e| invalid("hidden", e))?;
+        // Resolve derived defaults, so writing them out does not change the fingerprint.
+        p.kv_heads = Some(config.num_key_value_heads);
+        p.ffn = Some(config.intermediate_size);
+        Ok(serde_json::to_value(&p).expect("parameters serialise"))
     }
 
     fn run(&self, task: &Task, _progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {

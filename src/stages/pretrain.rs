@@ -127,6 +127,9 @@ impl Common {
             (None, None) => return Err(invalid("steps", "give `steps` or `tokens`")),
             _ => {}
         }
+        if self.eval_every == 0 {
+            return Err(invalid("eval_every", "must be positive"));
+        }
         for (key, v) in [("batch", self.batch), ("accumulate", self.accumulate), ("seq_len", self.seq_len), ("eval_windows", self.eval_windows)] {
             if v == 0 {
                 return Err(invalid(key, "must be positive"));
