@@ -5,6 +5,7 @@
 pub mod corpus;
 pub mod device;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod schedule;
 pub mod shards;

@@ -273,7 +273,7 @@ impl Model {
         let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.contiguous()?, nh / nkv)?);
         let scores = (q.matmul(&k.t()?.contiguous()?)? / (hd as f64).sqrt())?;
         let scores = scores.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = super::ops::softmax_last(&scores)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
         linear(&out, self.p(&format!("{pre}.self_attn.o_proj.weight")))
     }
@@ -295,7 +295,7 @@ impl Model {
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
         let logits = self.forward(inputs)?;
         let v = self.config.vocab_size;
-        candle_nn::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?)
+        super::ops::cross_entropy_rows(&logits.reshape(((), v))?, &targets.flatten_all()?)?.mean_all()
     }
 }
 

@@ -1,0 +1,252 @@
+//! Fused CPU kernels with their backward passes, for the two elementwise-heavy parts of a
+//! training step: the attention softmax and the cross-entropy over the vocabulary. Built from
+//! elementary candle ops these take several full passes (and allocations) over the largest
+//! tensors of the step each way; here each direction is one pass per row, parallel over rows.
+//!
+//! They are candle `CustomOp`s *with* `bwd`, unlike candle-nn's fused softmax (whose missing
+//! backward silently stops learning, reference §0). The gradient tests in `model` and here
+//! check them against the elementary-op versions.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// The float types the kernels run on: f32 for training, f64 for gradient checks.
+trait Float: Copy + Send + Sync + PartialOrd + 'static {
+    fn exp(self) -> Self;
+    fn to_f64(self) -> f64;
+    fn from_f64(x: f64) -> Self;
+}
+
+impl Float for f32 {
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl Float for f64 {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
+
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (start, end) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::msg("fused op needs a contiguous input"))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+fn row_len(l: &Layout) -> Result<usize> {
+    l.dims().last().copied().filter(|d| *d > 0).ok_or_else(|| candle_core::Error::msg("fused op needs a non-empty last dim"))
+}
+
+fn softmax_rows<T: Float>(x: &[T], d: usize) -> Vec<T> {
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
+        let max = x.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), |m, v| if v > m { v } else { m });
+        let mut sum = 0.0f64;
+        for (o, &v) in y.iter_mut().zip(x) {
+            let e = T::from_f64(v.to_f64() - max.to_f64()).exp();
+            sum += e.to_f64();
+            *o = e;
+        }
+        let inv = 1.0 / sum;
+        for o in y.iter_mut() {
+            *o = T::from_f64(o.to_f64() * inv);
+        }
+    });
+    y
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "flow-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = row_len(l)?;
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(softmax_rows(slice::<f32>(s, l)?, d)),
+            CpuStorage::F64(_) => CpuStorage::F64(softmax_rows(slice::<f64>(s, l)?, d)),
+            _ => candle_core::bail!("flow-softmax supports f32 and f64"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+/// dx = y ⊙ (dy − Σ dy ⊙ y), per row.
+struct SoftmaxGrad;
+
+fn softmax_grad_rows<T: Float>(y: &[T], dy: &[T], d: usize) -> Vec<T> {
+    let mut dx = vec![T::from_f64(0.0); y.len()];
+    dx.par_chunks_mut(d).zip(y.par_chunks(d).zip(dy.par_chunks(d))).for_each(|(dx, (y, dy))| {
+        let dot: f64 = y.iter().zip(dy).map(|(a, b)| a.to_f64() * b.to_f64()).sum();
+        for ((o, &a), &b) in dx.iter_mut().zip(y).zip(dy) {
+            *o = T::from_f64(a.to_f64() * (b.to_f64() - dot));
+        }
+    });
+    dx
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "flow-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = row_len(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(softmax_grad_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(softmax_grad_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d)),
+            _ => candle_core::bail!("flow-softmax-grad supports f32 and f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension, with a backward pass.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+/// Per-row cross-entropy `logsumexp(x) − x[target]` of `[n, v]` logits and `[n]` u32 targets.
+struct CrossEntropy;
+
+fn lse<T: Float>(x: &[T]) -> f64 {
+    let max = x.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
+    max + x.iter().map(|v| (T::from_f64(v.to_f64() - max)).exp().to_f64()).sum::<f64>().ln()
+}
+
+fn ce_rows<T: Float>(x: &[T], t: &[u32], v: usize) -> Result<Vec<T>> {
+    if let Some(bad) = t.iter().find(|&&t| t as usize >= v) {
+        candle_core::bail!("target {bad} is outside the vocabulary of {v}");
+    }
+    Ok(x.par_chunks(v).zip(t.par_iter()).map(|(row, &t)| T::from_f64(lse(row) - row[t as usize].to_f64())).collect())
+}
+
+impl CustomOp2 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "flow-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let v = row_len(l1)?;
+        let t = slice::<u32>(s2, l2)?;
+        let n = l1.shape().elem_count() / v;
+        if t.len() != n {
+            candle_core::bail!("{} targets for {n} rows", t.len());
+        }
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(ce_rows(slice::<f32>(s1, l1)?, t, v)?),
+            CpuStorage::F64(_) => CpuStorage::F64(ce_rows(slice::<f64>(s1, l1)?, t, v)?),
+            _ => candle_core::bail!("flow-cross-entropy supports f32 and f64 logits"),
+        };
+        Ok((out, Shape::from(n)))
+    }
+
+    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx = logits.contiguous()?.apply_op3_no_bwd(&targets.contiguous()?, &grad.contiguous()?, &CrossEntropyGrad)?;
+        Ok((Some(dx), None))
+    }
+}
+
+/// dx[i, j] = g[i] · (softmax(x[i])[j] − [j = t[i]]).
+struct CrossEntropyGrad;
+
+fn ce_grad_rows<T: Float>(x: &[T], t: &[u32], g: &[T], v: usize) -> Vec<T> {
+    let mut dx = vec![T::from_f64(0.0); x.len()];
+    dx.par_chunks_mut(v).zip(x.par_chunks(v)).zip(t.par_iter().zip(g.par_iter())).for_each(|((dx, x), (&t, &g))| {
+        let l = lse(x);
+        let g = g.to_f64();
+        for (o, &v) in dx.iter_mut().zip(x) {
+            *o = T::from_f64(g * T::from_f64(v.to_f64() - l).exp().to_f64());
+        }
+        dx[t as usize] = T::from_f64(dx[t as usize].to_f64() - g);
+    });
+    dx
+}
+
+impl CustomOp3 for CrossEntropyGrad {
+    fn name(&self) -> &'static str {
+        "flow-cross-entropy-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let v = row_len(l1)?;
+        let t = slice::<u32>(s2, l2)?;
+        let out = match (s1, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(ce_grad_rows(slice::<f32>(s1, l1)?, t, slice::<f32>(s3, l3)?, v)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(ce_grad_rows(slice::<f64>(s1, l1)?, t, slice::<f64>(s3, l3)?, v)),
+            _ => candle_core::bail!("flow-cross-entropy-grad supports f32 and f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Per-row cross-entropy losses `[n]` of `[n, v]` logits against `[n]` u32 targets.
+pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{D, DType, Device, Var};
+
+    use super::*;
+
+    fn sample(shape: (usize, usize), seed: u64) -> Var {
+        let n = shape.0 * shape.1;
+        let data: Vec<f64> = (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f64 / 250.0) - 2.0).collect();
+        Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    #[test]
+    fn softmax_and_its_gradient_match_the_elementary_ops() {
+        let x = sample((7, 13), 1);
+        let w = sample((7, 13), 2);
+        let ours = softmax_last(x.as_tensor()).unwrap();
+        let reference = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        let g1 = (ours * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (reference * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
+    }
+
+    #[test]
+    fn cross_entropy_and_its_gradient_match_the_elementary_ops() {
+        let x = sample((9, 11), 3);
+        let t = Tensor::from_vec((0..9u32).map(|i| (i * 5) % 11).collect::<Vec<_>>(), 9, &Device::Cpu).unwrap();
+        let ours = cross_entropy_rows(x.as_tensor(), &t).unwrap().mean_all().unwrap();
+        let reference = candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap();
+        assert!((ours.to_scalar::<f64>().unwrap() - reference.to_scalar::<f64>().unwrap()).abs() < 1e-12);
+        let g1 = ours.backward().unwrap();
+        let g2 = reference.backward().unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
+        // f32 agrees with the f64 result to f32 precision.
+        let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
+        let l32 = cross_entropy_rows(&x32, &t).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((l32 - reference.to_scalar::<f64>().unwrap()).abs() < 1e-5);
+        let bad = Tensor::from_vec(vec![11u32; 9], 9, &Device::Cpu).unwrap();
+        assert!(cross_entropy_rows(x.as_tensor(), &bad).is_err());
+    }
+}
