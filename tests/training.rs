@@ -138,3 +138,22 @@ fn the_data_split_is_disjoint_and_shards_hold_every_document() {
     let tokens: u64 = train.iter().map(|d| tokenizer.encode(d).unwrap().len() as u64 + 1).sum();
     assert_eq!(tokens, index["train"]["tokens"].as_u64().unwrap(), "tokens = documents' tokens + one separator each");
 }
+
+#[test]
+fn a_data_stage_can_take_a_given_tokenizer_json() {
+    let p = Project::new();
+    p.write("wf.yaml", &pipeline(30));
+    let r = p.apply("wf.yaml", &["--target", "data"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let given = std::fs::read(p.cache().join("artifacts").join(r.artifact("data")).join("tokenizer.json")).unwrap();
+    std::fs::create_dir_all(p.path().join("tok")).unwrap();
+    std::fs::write(p.path().join("tok/tokenizer.json"), &given).unwrap();
+    p.write("more.txt", "a first paragraph of text\n\nand a second one\n");
+    p.write("two.yaml", "version: 1\nstages:\n  d:\n    kind: data\n    inputs: [tok/tokenizer.json, more.txt]\n    with: {val_fraction: 0.0}\n");
+    let r = p.apply("two.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = p.cache().join("artifacts").join(r.artifact("d"));
+    assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), given, "the given tokenizer is used as is");
+    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["train"]["documents"], 2);
+}

@@ -120,8 +120,11 @@ impl Kind for Data {
         for (i, dir) in task.inputs.get("sources").into_iter().flatten().enumerate() {
             sources.push((format!("sources[{i}]"), files_under(dir)?));
         }
-        if !task.files.is_empty() {
-            sources.push(("inputs".into(), task.files.clone()));
+        // An input file named `tokenizer.json` is a given tokenizer, not text.
+        let (given, texts): (Vec<PathBuf>, Vec<PathBuf>) =
+            task.files.iter().cloned().partition(|f| f.file_name().is_some_and(|n| n == "tokenizer.json"));
+        if !texts.is_empty() {
+            sources.push(("inputs".into(), texts));
         }
         if sources.is_empty() {
             return Err(StageError::Input("a data stage needs `sources` stages or `inputs:` files".into()));
@@ -158,9 +161,11 @@ impl Kind for Data {
         let order = mixture(&per_source.iter().map(|s| s.0.len()).collect::<Vec<_>>(), &weights, p.documents, p.seed)?;
         let train_docs: Vec<&str> = order.iter().map(|&(s, i)| per_source[s].0[i].as_str()).collect();
         progress(&Progress { step: 1, total: 3, ..Default::default() });
-        let tokenizer = match task.inputs.get("tokenizer") {
-            Some(_) => Tokenizer::load(&task.input("tokenizer")?.join("tokenizer.json"))?,
-            None => Tokenizer::train(train_docs.iter().copied(), p.vocab_size)?,
+        let tokenizer = match (task.inputs.get("tokenizer"), given.as_slice()) {
+            (Some(_), []) => Tokenizer::load(&task.input("tokenizer")?.join("tokenizer.json"))?,
+            (None, [file]) => Tokenizer::load(file)?,
+            (None, []) => Tokenizer::train(train_docs.iter().copied(), p.vocab_size)?,
+            _ => return Err(StageError::Input("give one tokenizer: a `tokenizer` stage or one `tokenizer.json` input".into())),
         };
         progress(&Progress { step: 2, total: 3, ..Default::default() });
         let encode = |docs: &[&str]| -> Result<Vec<Vec<u32>>, StageError> {
