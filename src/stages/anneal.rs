@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::pretrain::{Common, ROLES, TrainerState, train_stage};
-use super::{Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
 use crate::ml::schedule::{self, DecayShape, Schedule};
 
 pub struct Anneal;
@@ -29,20 +29,8 @@ pub struct Params {
 }
 
 impl Kind for Anneal {
-    fn name(&self) -> &'static str {
-        "anneal"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(ROLES)
-    }
-
-    fn takes_default(&self, key: &str) -> bool {
-        key == "seed"
+    fn about(&self) -> &'static About {
+        &About { name: "anneal", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

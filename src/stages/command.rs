@@ -4,29 +4,13 @@
 
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Roles};
+use super::{About, Kind, ParamError, Roles};
 
 pub struct Command;
 
 impl Kind for Command {
-    fn name(&self) -> &'static str {
-        "command"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn is_command(&self) -> bool {
-        true
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Any
-    }
-
-    fn takes_default(&self, _key: &str) -> bool {
-        false
+    fn about(&self) -> &'static About {
+        &About { name: "command", version: 1, roles: Roles::Any, shell: true, defaults: &[] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

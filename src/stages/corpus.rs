@@ -8,7 +8,7 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
 use crate::ml::corpus::{self, Family};
 
 pub struct Corpus;
@@ -35,20 +35,8 @@ fn seed() -> u64 {
 }
 
 impl Kind for Corpus {
-    fn name(&self) -> &'static str {
-        "corpus"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(&[])
-    }
-
-    fn takes_default(&self, key: &str) -> bool {
-        key == "seed"
+    fn about(&self) -> &'static About {
+        &About { name: "corpus", version: 1, roles: Roles::Fixed(&[]), shell: false, defaults: &["seed"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::hash::Digest;
 use crate::ml::shards::{self, Dtype, Index, SourceStats, SplitInfo};
 use crate::ml::tokenizer::{EOT, Tokenizer};
@@ -82,20 +82,8 @@ const ROLES: &[Role] = &[
 ];
 
 impl Kind for Data {
-    fn name(&self) -> &'static str {
-        "data"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(ROLES)
-    }
-
-    fn takes_default(&self, key: &str) -> bool {
-        key == "seed"
+    fn about(&self) -> &'static About {
+        &About { name: "data", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -6,7 +6,7 @@ use candle_core::{D, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::ml::model::Model;
 use crate::ml::shards::Index;
 use crate::ml::tokenizer::{EOT, IM_END, Tokenizer};
@@ -62,20 +62,8 @@ pub struct Metrics {
 }
 
 impl Kind for Eval {
-    fn name(&self) -> &'static str {
-        "eval"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(ROLES)
-    }
-
-    fn takes_default(&self, _key: &str) -> bool {
-        false
+    fn about(&self) -> &'static About {
+        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &[] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

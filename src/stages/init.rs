@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::ml::model::{Config, Model};
 use crate::ml::tokenizer::{EOT, Tokenizer};
 
@@ -78,20 +78,8 @@ impl Params {
 }
 
 impl Kind for Init {
-    fn name(&self) -> &'static str {
-        "init"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(ROLES)
-    }
-
-    fn takes_default(&self, key: &str) -> bool {
-        key == "seed"
+    fn about(&self) -> &'static About {
+        &About { name: "init", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -139,24 +139,28 @@ pub struct ParamError {
     pub message: String,
 }
 
-pub trait Kind: Send + Sync {
-    fn name(&self) -> &'static str;
+/// What the registry needs to know of a kind, besides its parameters.
+#[derive(Debug)]
+pub struct About {
+    pub name: &'static str,
     /// Bumped whenever the kind's results for the same parameters and inputs would change.
-    fn version(&self) -> u32;
-    fn roles(&self) -> Roles;
+    pub version: u32,
+    pub roles: Roles,
     /// Whether stages of this kind are a shell command (`run:` and `env:`).
-    fn is_command(&self) -> bool {
-        false
-    }
-    /// Whether a `defaults:` key applies to this kind's stages.
-    fn takes_default(&self, key: &str) -> bool;
+    pub shell: bool,
+    /// The `defaults:` keys that apply to this kind's stages.
+    pub defaults: &'static [&'static str],
+}
+
+pub trait Kind: Send + Sync {
+    fn about(&self) -> &'static About;
     /// Validates `with:` (defaults already merged in) and returns the canonical parameters.
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError>;
     /// Runs the stage in the current process (`flow run-stage`), writing its artifact to
     /// `task.out`. The `command` kind never gets here: it runs its shell command directly.
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let _ = (task, progress);
-        Err(StageError::Input(format!("kind `{}` does not run in-process", self.name())))
+        Err(StageError::Input(format!("kind `{}` does not run in-process", self.about().name)))
     }
 }
 
@@ -194,11 +198,11 @@ impl Registry {
     }
 
     pub fn kind(&self, name: &str) -> Option<&dyn Kind> {
-        self.kinds.iter().find(|k| k.name() == name).map(|k| k.as_ref())
+        self.kinds.iter().find(|k| k.about().name == name).map(|k| k.as_ref())
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        self.kinds.iter().map(|k| k.name()).collect()
+        self.kinds.iter().map(|k| k.about().name).collect()
     }
 
     /// Checks every stage's kind, roles, parameters and device; returns one [`Checked`] per
@@ -206,7 +210,7 @@ impl Registry {
     pub fn check(&self, workflow: &Workflow) -> Result<Vec<Checked>, SpecErrors> {
         let mut errors = Vec::new();
         for key in workflow.defaults.keys() {
-            if !STAGE_DEFAULTS.contains(&key.as_str()) && !self.kinds.iter().any(|k| k.takes_default(key)) {
+            if !STAGE_DEFAULTS.contains(&key.as_str()) && !self.kinds.iter().any(|k| k.about().defaults.contains(&key.as_str())) {
                 errors.push(workflow.error_at_key(&["defaults", key], format!("no stage kind takes a default `{key}`"), "unknown default"));
             }
         }
@@ -223,7 +227,7 @@ impl Registry {
                 let refs: Vec<&str> = path.iter().map(String::as_str).collect();
                 workflow.error_at(&refs, message, label)
             };
-            let Some(kind) = self.kind(&stage.kind) else {
+            let Some(kind_impl) = self.kind(&stage.kind) else {
                 let names = self.names();
                 let help = match crate::spec::closest(&stage.kind, &names) {
                     Some(near) => format!("did you mean `{near}`? Available kinds: {}", names.join(", ")),
@@ -232,7 +236,8 @@ impl Registry {
                 errors.push(err(&["kind"], format!("unknown kind `{}` in stage `{}`", stage.kind, stage.name), "unknown kind").with_help(help));
                 continue;
             };
-            match (kind.is_command(), &stage.run) {
+            let kind = kind_impl.about();
+            match (kind.shell, &stage.run) {
                 (true, None) => errors.push(workflow.error_at_span(
                     stage.span,
                     format!("command stage `{}` has no `run`", stage.name),
@@ -240,43 +245,43 @@ impl Registry {
                 )),
                 (false, Some(_)) => errors.push(
                     err(&["run"], "`run` is only allowed on `kind: command` stages".into(), "not a command stage")
-                        .with_help(format!("kind `{}` is configured with `with:`", kind.name())),
+                        .with_help(format!("kind `{}` is configured with `with:`", kind.name)),
                 ),
                 _ => {}
             }
-            if !kind.is_command() && !stage.env.is_empty() {
+            if !kind.shell && !stage.env.is_empty() {
                 errors.push(err(&["env"], "`env` is only allowed on `kind: command` stages".into(), "not a command stage"));
             }
-            if let Roles::Fixed(roles) = kind.roles() {
+            if let Roles::Fixed(roles) = kind.roles {
                 for (role, need) in &stage.needs {
                     match roles.iter().find(|r| r.name == role) {
                         None => {
                             let names: Vec<&str> = roles.iter().map(|r| r.name).collect();
                             errors.push(
-                                err(&["needs", role], format!("kind `{}` has no role `{role}`", kind.name()), "unknown role")
-                                    .with_help(format!("`{}` reads: {}", kind.name(), names.join(", "))),
+                                err(&["needs", role], format!("kind `{}` has no role `{role}`", kind.name), "unknown role")
+                                    .with_help(format!("`{}` reads: {}", kind.name, names.join(", "))),
                             );
                         }
                         Some(r) if !r.list && need.is_list => errors.push(err(
                             &["needs", role],
-                            format!("role `{role}` of kind `{}` takes one stage, not a list", kind.name()),
+                            format!("role `{role}` of kind `{}` takes one stage, not a list", kind.name),
                             "expected one stage",
                         )),
                         Some(_) => {}
                     }
                 }
                 for r in roles.iter().filter(|r| r.required && !stage.needs.contains_key(r.name)) {
-                    errors.push(err(&["needs"], format!("stage `{}` of kind `{}` needs a `{}` role", stage.name, kind.name(), r.name), "missing role"));
+                    errors.push(err(&["needs"], format!("stage `{}` of kind `{}` needs a `{}` role", stage.name, kind.name, r.name), "missing role"));
                 }
             }
             let mut with = Map::new();
             for (key, value) in &workflow.defaults {
-                if kind.takes_default(key) {
+                if kind.defaults.contains(&key.as_str()) {
                     with.insert(key.clone(), value.clone());
                 }
             }
             with.extend(stage.with.clone());
-            let params = match kind.params(&with) {
+            let params = match kind_impl.params(&with) {
                 Ok(p) => p,
                 Err(e) => {
                     let mut keys = vec!["with"];
@@ -299,7 +304,7 @@ impl Registry {
                     continue;
                 }
             };
-            out.push(Checked { kind_version: kind.version(), params, device, shell: kind.is_command() });
+            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell });
         }
         if errors.is_empty() {
             Ok(out)

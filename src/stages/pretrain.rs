@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::ml::model::Model;
 use crate::ml::optim::{AdamW, AdamWConfig};
 use crate::ml::schedule::{self, Schedule};
@@ -161,20 +161,8 @@ impl Common {
 }
 
 impl Kind for Pretrain {
-    fn name(&self) -> &'static str {
-        "pretrain"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn roles(&self) -> Roles {
-        Roles::Fixed(ROLES)
-    }
-
-    fn takes_default(&self, key: &str) -> bool {
-        key == "seed"
+    fn about(&self) -> &'static About {
+        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
