@@ -310,10 +310,9 @@ fn linear(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     out.reshape(shape)
 }
 
-/// RMSNorm from elementary ops (candle's fused one has no backward).
+/// RMSNorm with a backward pass (candle's fused one has none).
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+    super::ops::rms_norm(x, weight, eps)
 }
 
 fn rotate_half(x: &Tensor) -> candle_core::Result<Tensor> {

@@ -1,5 +1,5 @@
-//! Fused CPU kernels with their backward passes, for the two elementwise-heavy parts of a
-//! training step: the attention softmax and the cross-entropy over the vocabulary. Built from
+//! Fused CPU kernels with their backward passes, for the elementwise-heavy parts of a training
+//! step: RMSNorm, the attention softmax and the cross-entropy over the vocabulary. Built from
 //! elementary candle ops these take several full passes (and allocations) over the largest
 //! tensors of the step each way; here each direction is one pass per row, parallel over rows.
 //!
@@ -204,6 +204,137 @@ pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)
 }
 
+/// `y = x / sqrt(mean(x²) + eps) · w` over the last dimension.
+struct RmsNorm {
+    eps: f64,
+}
+
+fn rms_rows<T: Float>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut y = vec![T::from_f64(0.0); x.len()];
+    y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(y, x)| {
+        let r = inv_rms(x, eps);
+        for ((o, &v), &g) in y.iter_mut().zip(x).zip(w) {
+            *o = T::from_f64(v.to_f64() * r * g.to_f64());
+        }
+    });
+    y
+}
+
+fn inv_rms<T: Float>(x: &[T], eps: f64) -> f64 {
+    let ms = x.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>() / x.len() as f64;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "flow-rms-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if row_len(l1)? != l2.shape().elem_count() {
+            candle_core::bail!("rms-norm weight of {} for rows of {}", l2.shape().elem_count(), row_len(l1)?);
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rms_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, self.eps)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rms_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, self.eps)),
+            _ => candle_core::bail!("flow-rms-norm supports f32 and f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let dx = x.apply_op3_no_bwd(&w, &grad, &RmsNormGradX { eps: self.eps })?;
+        let dw = x.apply_op2_no_bwd(&grad, &RmsNormGradW { eps: self.eps })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// dx = r · (g − x̂ · mean(g ⊙ x̂)) with r = 1/rms(x), x̂ = x·r, g = dy ⊙ w.
+struct RmsNormGradX {
+    eps: f64,
+}
+
+fn rms_grad_x<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut dx = vec![T::from_f64(0.0); x.len()];
+    dx.par_chunks_mut(d).zip(x.par_chunks(d).zip(dy.par_chunks(d))).for_each(|(dx, (x, dy))| {
+        let r = inv_rms(x, eps);
+        let dot = x.iter().zip(dy).zip(w).map(|((a, b), c)| a.to_f64() * r * b.to_f64() * c.to_f64()).sum::<f64>() / d as f64;
+        for (((o, &a), &b), &c) in dx.iter_mut().zip(x).zip(dy).zip(w) {
+            *o = T::from_f64(r * (b.to_f64() * c.to_f64() - a.to_f64() * r * dot));
+        }
+    });
+    dx
+}
+
+impl CustomOp3 for RmsNormGradX {
+    fn name(&self) -> &'static str {
+        "flow-rms-norm-grad-x"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(rms_grad_x(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, self.eps))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(rms_grad_x(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, self.eps))
+            }
+            _ => candle_core::bail!("flow-rms-norm-grad-x supports f32 and f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// dw = Σ over rows of dy ⊙ x̂.
+struct RmsNormGradW {
+    eps: f64,
+}
+
+fn rms_grad_w<T: Float>(x: &[T], dy: &[T], d: usize, eps: f64) -> Vec<T> {
+    let partial = x
+        .par_chunks(d)
+        .zip(dy.par_chunks(d))
+        .fold(
+            || vec![0.0f64; d],
+            |mut acc, (x, dy)| {
+                let r = inv_rms(x, eps);
+                for ((a, &v), &g) in acc.iter_mut().zip(x).zip(dy) {
+                    *a += g.to_f64() * v.to_f64() * r;
+                }
+                acc
+            },
+        )
+        .reduce(|| vec![0.0f64; d], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            a
+        });
+    partial.into_iter().map(T::from_f64).collect()
+}
+
+impl CustomOp2 for RmsNormGradW {
+    fn name(&self) -> &'static str {
+        "flow-rms-norm-grad-w"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let d = row_len(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rms_grad_w(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d, self.eps)),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rms_grad_w(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d, self.eps)),
+            _ => candle_core::bail!("flow-rms-norm-grad-w supports f32 and f64"),
+        };
+        Ok((out, Shape::from(d)))
+    }
+}
+
+/// RMSNorm over the last dimension with gain `w`, with a backward pass for both.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{D, DType, Device, Var};
@@ -230,6 +361,22 @@ mod tests {
         let g1 = (ours * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (reference * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
+    }
+
+    #[test]
+    fn rms_norm_and_its_gradients_match_the_elementary_ops() {
+        let x = sample((6, 10), 4);
+        let w = sample((1, 10), 5);
+        let w1 = Var::from_tensor(&w.as_tensor().squeeze(0).unwrap()).unwrap();
+        let probe = sample((6, 10), 6);
+        let ours = rms_norm(x.as_tensor(), w1.as_tensor(), 1e-5).unwrap();
+        let ms = x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let reference = x.as_tensor().broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(w1.as_tensor()).unwrap();
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        let g1 = (ours * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (reference * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
+        assert!(max_diff(g1.get(&w1).unwrap(), g2.get(&w1).unwrap()) < 1e-12);
     }
 
     #[test]
