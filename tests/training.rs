@@ -157,3 +157,39 @@ fn a_data_stage_can_take_a_given_tokenizer_json() {
     let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["train"]["documents"], 2);
 }
+
+#[test]
+fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
+    let p = Project::new();
+    let mut yaml = pipeline(10);
+    yaml.push_str(
+        r#"  same:
+    kind: merge
+    needs: {models: [pre, pre]}
+    with: {method: linear, weights: [0.3, 0.7]}
+  ties:
+    kind: merge
+    needs: {models: [pre, ann], base: model}
+    with: {method: ties, density: 0.5}
+  other:
+    kind: init
+    needs: {tokenizer: data}
+    with: {layers: 2, hidden: 64, heads: 4}
+  bad:
+    kind: merge
+    needs: {models: [pre, other]}
+    with: {method: linear}
+"#,
+    );
+    p.write("wf.yaml", &yaml);
+    let r = p.apply("wf.yaml", &["--keep-going"]);
+    assert_eq!(r.status("same"), "ran", "{}", r.stderr);
+    assert_eq!(r.status("ties"), "ran", "{}", r.stderr);
+    let weights = |stage: &str| std::fs::read(p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors")).unwrap();
+    assert_eq!(weights("same"), weights("pre"), "a linear merge of one model with itself is that model, bit for bit");
+    assert_ne!(weights("ties"), weights("pre"));
+    assert_eq!(r.status("bad"), "failed");
+    let tail = r.stage("bad")["log_tail"].to_string();
+    assert!(tail.contains("model.embed_tokens.weight") && tail.contains("shape"), "{tail}");
+    assert_eq!(r.code, 1);
+}

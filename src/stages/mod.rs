@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod data;
 pub mod eval;
 pub mod init;
+pub mod merge;
 pub mod pretrain;
 
 use std::collections::BTreeMap;
@@ -193,6 +194,7 @@ impl Registry {
                 Box::new(pretrain::Pretrain),
                 Box::new(anneal::Anneal),
                 Box::new(eval::Eval),
+                Box::new(merge::Merge),
             ],
         }
     }

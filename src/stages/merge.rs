@@ -1,0 +1,147 @@
+//! The `merge` kind: models (+ a base) → one merged model folder, tensor by tensor, with
+//! mergekit's methods and parameter names (see `ml::merge`). All inputs must share the
+//! architecture and the tokenizer; a tensor whose shapes disagree is an error naming it.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use crate::ml::merge::{self, Method, Settings};
+use crate::ml::model::Model;
+
+pub struct Merge;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    pub method: Method,
+    /// One weight per model of `models`; default 1 each.
+    #[serde(default)]
+    pub weights: Option<Vec<f64>>,
+    /// Divide by the sum of weights; default: true for linear and ties, false otherwise.
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    /// slerp's interpolation factor (0 = base).
+    #[serde(default)]
+    pub t: Option<f64>,
+    #[serde(default = "one")]
+    pub lambda: f64,
+    #[serde(default = "one")]
+    pub density: f64,
+    #[serde(default = "gamma")]
+    pub gamma: f64,
+    /// DARE: scale kept entries by 1/density.
+    #[serde(default = "yes")]
+    pub rescale: bool,
+    #[serde(default = "seed")]
+    pub seed: u64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn gamma() -> f64 {
+    0.01
+}
+fn yes() -> bool {
+    true
+}
+fn seed() -> u64 {
+    1
+}
+
+const ROLES: &[Role] = &[
+    Role { name: "models", list: true, required: true },
+    Role { name: "base", list: false, required: false },
+];
+
+impl Kind for Merge {
+    fn about(&self) -> &'static About {
+        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
+    }
+
+    fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
+        let (mut p, _): (Params, Value) = typed(with)?;
+        if p.method == Method::Slerp {
+            match p.t {
+                Some(t) if (0.0..=1.0).contains(&t) => {}
+                _ => return Err(invalid("t", "slerp needs `t` in [0, 1]")),
+            }
+        }
+        if !(p.density > 0.0 && p.density <= 1.0) {
+            return Err(invalid("density", "must be in (0, 1]"));
+        }
+        if !(0.0..1.0).contains(&p.gamma) {
+            return Err(invalid("gamma", "must be in [0, 1)"));
+        }
+        if !p.lambda.is_finite() || p.weights.as_ref().is_some_and(|w| w.iter().any(|x| !x.is_finite())) {
+            return Err(invalid("weights", "weights and lambda must be finite"));
+        }
+        p.normalize = Some(p.normalize.unwrap_or(p.method.normalizes_by_default()));
+        Ok(serde_json::to_value(&p).expect("parameters serialise"))
+    }
+
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+        let p: Params = task.params()?;
+        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+        let dirs = task.inputs.get("models").cloned().unwrap_or_default();
+        let base_dir = task.inputs.get("base").and_then(|b| b.first()).cloned();
+        match (p.method, base_dir.is_some(), dirs.len()) {
+            (Method::Slerp, true, 1) | (Method::Linear, _, 1..) => {}
+            (Method::Slerp, _, _) => return Err(StageError::Input("slerp needs a `base` and exactly one of `models`".into())),
+            (Method::ModelStock, true, 2..) => {}
+            (Method::ModelStock, _, _) => return Err(StageError::Input("model_stock needs a `base` and at least two `models`".into())),
+            (m, false, _) if m.needs_base() => return Err(StageError::Input(format!("{m:?} merges task vectors and needs a `base`"))),
+            _ => {}
+        }
+        let weights = p.weights.clone().unwrap_or_else(|| vec![1.0; dirs.len()]);
+        if weights.len() != dirs.len() {
+            return Err(StageError::Input(format!("{} weights for {} models", weights.len(), dirs.len())));
+        }
+        let tokenizer = fs_err::read(dirs[0].join("tokenizer.json"))?;
+        for d in dirs.iter().chain(&base_dir) {
+            if fs_err::read(d.join("tokenizer.json"))? != tokenizer {
+                return Err(StageError::Input(format!("`{}` uses a different tokenizer", d.display())));
+            }
+        }
+        let models: Vec<Model> = dirs.iter().map(|d| Model::load(d, &device)).collect::<Result<_, _>>()?;
+        let base = base_dir.as_deref().map(|d| Model::load(d, &device)).transpose()?;
+        let reference = base.as_ref().unwrap_or(&models[0]);
+        let settings = Settings {
+            method: p.method,
+            weights,
+            normalize: p.normalize.unwrap_or(p.method.normalizes_by_default()),
+            t: p.t.unwrap_or(0.5),
+            lambda: p.lambda,
+            density: p.density,
+            gamma: p.gamma,
+            rescale: p.rescale,
+            seed: p.seed,
+        };
+        let shapes = reference.config.parameter_shapes();
+        let mut merged = HashMap::new();
+        for (i, (name, shape)) in shapes.iter().enumerate() {
+            let flat = |m: &Model| -> Result<Vec<f32>, StageError> {
+                let t = m.params().into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
+                    StageError::Input(format!("a model lacks tensor `{name}`"))
+                })?;
+                if t.dims() != shape.as_slice() {
+                    return Err(StageError::Input(format!("tensor `{name}` has shape {:?} in one model and {shape:?} in another", t.dims())));
+                }
+                Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+            };
+            let inputs: Vec<Vec<f32>> = models.iter().map(flat).collect::<Result<_, _>>()?;
+            let base_flat = base.as_ref().map(flat).transpose()?;
+            let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            let out = merge::merge(&settings, &refs, base_flat.as_deref(), i as u64);
+            merged.insert(name.clone(), Tensor::from_vec(out, shape.as_slice(), &device)?);
+            progress(&Progress { step: i as u64 + 1, total: shapes.len() as u64, ..Default::default() });
+        }
+        Model::from_tensors(reference.config.clone(), merged, &device)?.save(&task.out)?;
+        fs_err::write(task.out.join("tokenizer.json"), tokenizer)?;
+        Ok(())
+    }
+}
