@@ -193,3 +193,48 @@ fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     assert!(tail.contains("model.embed_tokens.weight") && tail.contains("shape"), "{tail}");
     assert_eq!(r.code, 1);
 }
+
+#[test]
+fn a_grown_model_keeps_its_loss_under_zero_growth_and_trains_after_stacking() {
+    let p = Project::new();
+    let mut yaml = pipeline(10);
+    yaml.push_str(
+        r#"  deeper:
+    kind: grow
+    needs: {model: pre}
+    with: {method: zero, layers: 3, hidden: 64, ffn: 96, ffn_method: split}
+  ev-pre:
+    kind: eval
+    needs: {model: pre, data: data}
+    with: {seq_len: 32, windows: 8}
+  ev-deeper:
+    kind: eval
+    needs: {model: deeper, data: data}
+    with: {seq_len: 32, windows: 8}
+  stacked:
+    kind: grow
+    needs: {model: pre}
+    with: {method: stack, layers: 4}
+  more:
+    kind: pretrain
+    needs: {model: stacked, data: data}
+    with: {steps: 20, batch: 4, seq_len: 32, lr: 3.0e-3, warmup: 2, eval_every: 20}
+"#,
+    );
+    p.write("wf.yaml", &yaml);
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let loss = |stage: &str| -> f64 {
+        let m: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/metrics.json", r.artifact(stage)))).unwrap();
+        m["val_loss"].as_f64().unwrap()
+    };
+    let (before, after) = (loss("ev-pre"), loss("ev-deeper"));
+    assert!((before - after).abs() < 1e-4 * before, "function-preserving growth changed the loss: {before} → {after}");
+    let config: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/config.json", r.artifact("deeper")))).unwrap();
+    assert_eq!((config["num_hidden_layers"].as_u64(), config["hidden_size"].as_u64(), config["num_attention_heads"].as_u64()), (Some(3), Some(64), Some(8)));
+    let more = metrics(&p, &r, "more");
+    assert!(more[19]["loss"].as_f64().unwrap() < more[0]["loss"].as_f64().unwrap(), "the stacked model must train");
+    let bad = p.apply("wf.yaml", &["--set", "stacked.with.layers=5"]);
+    assert_eq!(bad.status("stacked"), "failed");
+    assert!(bad.stage("stacked")["log_tail"].to_string().contains("multiple"), "{:?}", bad.stage("stacked"));
+}

@@ -4,6 +4,7 @@
 
 pub mod corpus;
 pub mod device;
+pub mod grow;
 pub mod merge;
 pub mod model;
 pub mod ops;

@@ -10,6 +10,7 @@ pub mod command;
 pub mod corpus;
 pub mod data;
 pub mod eval;
+pub mod grow;
 pub mod init;
 pub mod merge;
 pub mod pretrain;
@@ -195,6 +196,7 @@ impl Registry {
                 Box::new(anneal::Anneal),
                 Box::new(eval::Eval),
                 Box::new(merge::Merge),
+                Box::new(grow::Grow),
             ],
         }
     }
