@@ -284,4 +284,35 @@ mod tests {
             assert_eq!((g.config.num_attention_heads, g.config.num_key_value_heads), (8, 4));
         }
     }
+
+    #[test]
+    fn every_parameter_of_a_grown_model_gets_a_gradient_within_two_steps_and_it_trains() {
+        use crate::ml::optim::{AdamW, AdamWConfig};
+        let m = source();
+        let g = grown(&m, &plan(4, Depth::Zero, 32, 40, Widen::Zero));
+        let x = Tensor::new(&[[3u32, 17, 5, 39, 0, 22, 8, 11], [1, 2, 3, 4, 5, 6, 7, 8]], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[[17u32, 5, 39, 0, 22, 8, 11, 3], [2, 3, 4, 5, 6, 7, 8, 9]], &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(g.params(), AdamWConfig { weight_decay: 0.0, ..Default::default() }).unwrap();
+        let mut touched = std::collections::HashSet::new();
+        let mut losses = Vec::new();
+        for _ in 0..20 {
+            let loss = g.loss(&x, &y).unwrap();
+            losses.push(loss.to_scalar::<f32>().unwrap());
+            let grads = loss.backward().unwrap();
+            if touched.len() < g.params().len() {
+                for (name, var) in g.params() {
+                    let norm = grads.get(&var).map_or(0.0, |t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+                    if norm > 0.0 {
+                        touched.insert(name);
+                    }
+                }
+                if losses.len() == 2 {
+                    let missing: Vec<String> = g.params().into_iter().map(|(n, _)| n).filter(|n| !touched.contains(n)).collect();
+                    assert!(missing.is_empty(), "no gradient within two steps: {missing:?}");
+                }
+            }
+            opt.step(&grads, 1e-2).unwrap();
+        }
+        assert!(losses[19] < losses[0], "{losses:?}");
+    }
 }
