@@ -20,7 +20,7 @@ pub struct Params {
     pub families: Vec<Family>,
     #[serde(default = "documents")]
     pub documents: usize,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
 }
 
@@ -29,9 +29,6 @@ fn families() -> Vec<Family> {
 }
 fn documents() -> usize {
     2000
-}
-fn seed() -> u64 {
-    1
 }
 
 impl Kind for Corpus {

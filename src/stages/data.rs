@@ -45,7 +45,7 @@ pub struct Params {
     pub vocab_size: usize,
     #[serde(default = "val_fraction")]
     pub val_fraction: f64,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
     /// One weight per source (the `sources` stages in order, then `inputs:` if any).
     #[serde(default)]
@@ -65,9 +65,6 @@ fn vocab_size() -> usize {
 }
 fn val_fraction() -> f64 {
     0.05
-}
-fn seed() -> u64 {
-    1
 }
 fn split() -> TextSplit {
     TextSplit::Paragraphs

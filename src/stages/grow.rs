@@ -35,7 +35,7 @@ pub struct Params {
     /// How new FFN neurons start: `zero` or Net2Net `split`.
     #[serde(default = "zero_widen")]
     pub ffn_method: Widen,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
 }
 
@@ -47,9 +47,6 @@ fn end() -> Placement {
 }
 fn zero_widen() -> Widen {
     Widen::Zero
-}
-fn seed() -> u64 {
-    1
 }
 
 const ROLES: &[Role] = &[Role { name: "model", list: false, required: true }];

@@ -30,7 +30,7 @@ pub struct Params {
     pub max_positions: usize,
     #[serde(default = "norm_eps")]
     pub norm_eps: f64,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
 }
 
@@ -45,9 +45,6 @@ fn max_positions() -> usize {
 }
 fn norm_eps() -> f64 {
     1e-5
-}
-fn seed() -> u64 {
-    1
 }
 
 const ROLES: &[Role] = &[Role { name: "tokenizer", list: false, required: true }];

@@ -36,7 +36,7 @@ pub struct Params {
     /// DARE: scale kept entries by 1/density.
     #[serde(default = "yes")]
     pub rescale: bool,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
 }
 
@@ -48,9 +48,6 @@ fn gamma() -> f64 {
 }
 fn yes() -> bool {
     true
-}
-fn seed() -> u64 {
-    1
 }
 
 const ROLES: &[Role] = &[
@@ -122,19 +119,19 @@ impl Kind for Merge {
             seed: p.seed,
         };
         let shapes = reference.config.parameter_shapes();
+        let tables: Vec<HashMap<String, candle_core::Var>> = models.iter().map(|m| m.params().into_iter().collect()).collect();
+        let base_table: Option<HashMap<String, candle_core::Var>> = base.as_ref().map(|m| m.params().into_iter().collect());
         let mut merged = HashMap::new();
         for (i, (name, shape)) in shapes.iter().enumerate() {
-            let flat = |m: &Model| -> Result<Vec<f32>, StageError> {
-                let t = m.params().into_iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
-                    StageError::Input(format!("a model lacks tensor `{name}`"))
-                })?;
+            let flat = |table: &HashMap<String, candle_core::Var>| -> Result<Vec<f32>, StageError> {
+                let t = table.get(name).ok_or_else(|| StageError::Input(format!("a model lacks tensor `{name}`")))?;
                 if t.dims() != shape.as_slice() {
                     return Err(StageError::Input(format!("tensor `{name}` has shape {:?} in one model and {shape:?} in another", t.dims())));
                 }
                 Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?)
             };
-            let inputs: Vec<Vec<f32>> = models.iter().map(flat).collect::<Result<_, _>>()?;
-            let base_flat = base.as_ref().map(flat).transpose()?;
+            let inputs: Vec<Vec<f32>> = tables.iter().map(flat).collect::<Result<_, _>>()?;
+            let base_flat = base_table.as_ref().map(flat).transpose()?;
             let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
             let out = merge::merge(&settings, &refs, base_flat.as_deref(), i as u64);
             merged.insert(name.clone(), Tensor::from_vec(out, shape.as_slice(), &device)?);

@@ -113,6 +113,11 @@ pub fn typed<P: DeserializeOwned + Serialize>(with: &Map<String, Value>) -> Resu
     Ok((p, canonical))
 }
 
+/// The seed of every kind that takes one, unless `with:` or `defaults:` sets it.
+pub fn default_seed() -> u64 {
+    1
+}
+
 /// A parameter check that failed after deserialisation.
 pub fn invalid(key: &str, message: impl Into<String>) -> ParamError {
     ParamError { path: vec![key.to_owned()], message: message.into() }

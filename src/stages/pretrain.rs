@@ -47,7 +47,7 @@ pub struct Common {
     pub eval_windows: usize,
     #[serde(default = "checkpoint_every")]
     pub checkpoint_every: u64,
-    #[serde(default = "seed")]
+    #[serde(default = "super::default_seed")]
     pub seed: u64,
 }
 
@@ -80,9 +80,6 @@ fn eval_windows() -> usize {
 }
 fn checkpoint_every() -> u64 {
     50
-}
-fn seed() -> u64 {
-    1
 }
 
 #[derive(Debug, Serialize, Deserialize)]
