@@ -62,9 +62,10 @@ pub fn documents(families: &[Family], documents: usize, seed: u64) -> Vec<String
 pub enum TaskFamily {
     /// "What is 37 + 48?" → "85": addition and subtraction up to 999, multiplication up to 99.
     Arithmetic,
-    /// "Reverse the word: garden" → "nedrag".
+    /// "Reverse the letters: g a r d e n" → "n e d r a g". Letters are spaced so that each is
+    /// its own token: a subword vocabulary would otherwise hide the spelling from the model.
     Reverse,
-    /// "Sort the letters: dcab" → "abcd".
+    /// "Sort the letters: d c a b" → "a b c d".
     Sort,
 }
 
@@ -96,26 +97,69 @@ impl Split {
     }
 }
 
+/// How hard generated problems are. The default is the full range of each family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Difficulty {
+    /// The most digits of an addition or subtraction operand (1 to 3); multiplication
+    /// operands have at most 2.
+    pub digits: u32,
+    /// Letters of a word to reverse or a string to sort, `[min, max]`; default: 3 to 8 for
+    /// sorting, any length for reversal.
+    pub letters: Option<[usize; 2]>,
+}
+
+impl Default for Difficulty {
+    fn default() -> Self {
+        Self { digits: 3, letters: None }
+    }
+}
+
+impl Difficulty {
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=3).contains(&self.digits) {
+            return Err("`digits` must be 1, 2 or 3".into());
+        }
+        if let Some([lo, hi]) = self.letters
+            && !(1 <= lo && lo <= hi && hi <= 16)
+        {
+            return Err("`letters` must be [min, max] with 1 ≤ min ≤ max ≤ 16".into());
+        }
+        Ok(())
+    }
+}
+
 /// `n` distinct tasks of `family` from `split`. A problem's split is decided by a hash of the
-/// problem alone, not by the seed or `n`, so train and test never share a prompt across any
-/// calls; and the first `n` tasks are the same whatever the count asked for.
+/// problem alone, not by the seed, `n` or the difficulty, so train and test never share a
+/// prompt across any calls; and the first `n` tasks are the same whatever the count asked for.
+/// A difficulty whose pool is too small for `n` is an error saying how many it holds.
 ///
 /// # Panics
 /// If `n` is over [`Split::max_tasks`].
-pub fn tasks(family: TaskFamily, split: Split, n: usize, seed: u64) -> Vec<Task> {
+pub fn tasks(family: TaskFamily, split: Split, n: usize, seed: u64, difficulty: Difficulty) -> Result<Vec<Task>, String> {
     assert!(n <= split.max_tasks(), "{n} {split:?} tasks asked for, at most {} can be generated", split.max_tasks());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Only ever probed, never iterated, so its order cannot leak into the output.
     let mut seen = HashSet::new();
     let mut tasks = Vec::with_capacity(n);
+    // Generous for any pool a few times larger than `n`; a smaller one ends here.
+    let budget = 200 * n as u64 + 100_000;
+    let mut draws = 0u64;
     while tasks.len() < n {
-        let problem = Problem::draw(family, &mut rng);
+        draws += 1;
+        if draws > budget {
+            return Err(format!(
+                "only {} distinct {family:?} problems found for the {split:?} split at this difficulty, {n} asked for",
+                tasks.len()
+            ));
+        }
+        let Some(problem) = Problem::draw(family, difficulty, &mut rng) else { continue };
         let canonical = problem.canonical();
         if split_of(&canonical) == split && seen.insert(canonical) {
             tasks.push(problem.task());
         }
     }
-    tasks
+    Ok(tasks)
 }
 
 enum Problem {
@@ -128,30 +172,39 @@ enum Problem {
 }
 
 impl Problem {
-    fn draw(family: TaskFamily, rng: &mut ChaCha8Rng) -> Self {
-        match family {
+    /// A random problem, or `None` when the draw falls outside the difficulty's letter range.
+    fn draw(family: TaskFamily, difficulty: Difficulty, rng: &mut ChaCha8Rng) -> Option<Self> {
+        let digits = difficulty.digits;
+        Some(match family {
             TaskFamily::Arithmetic => match rng.random_range(0..3) {
-                0 => Problem::Add(operand(rng, 3), operand(rng, 3)),
+                0 => Problem::Add(operand(rng, digits), operand(rng, digits)),
                 1 => {
-                    let (a, b) = (operand(rng, 3), operand(rng, 3));
+                    let (a, b) = (operand(rng, digits), operand(rng, digits));
                     Problem::Subtract(a.max(b), a.min(b))
                 }
-                _ => Problem::Multiply(operand(rng, 2), operand(rng, 2)),
+                _ => Problem::Multiply(operand(rng, digits.min(2)), operand(rng, digits.min(2))),
             },
             // Half real words, which a model has seen in the corpus, half coined ones, which
             // make the pool too large to memorise.
-            TaskFamily::Reverse => Problem::Reverse(if rng.random_bool(0.5) {
-                let topic = pick(rng, TOPICS);
-                let nouns = pick(rng, &[topic.agents, topic.things, topic.places]);
-                inflect(pick(rng, nouns), Number::One).into_owned()
-            } else {
-                coined(rng, 2..=3)
-            }),
+            TaskFamily::Reverse => {
+                let word = if rng.random_bool(0.5) {
+                    let topic = pick(rng, TOPICS);
+                    let nouns = pick(rng, &[topic.agents, topic.things, topic.places]);
+                    inflect(pick(rng, nouns), Number::One).into_owned()
+                } else {
+                    coined(rng, 2..=3)
+                };
+                if difficulty.letters.is_some_and(|[lo, hi]| !(lo..=hi).contains(&word.len())) {
+                    return None;
+                }
+                Problem::Reverse(word)
+            }
             TaskFamily::Sort => {
-                let len = rng.random_range(3..=8);
+                let [lo, hi] = difficulty.letters.unwrap_or([3, 8]);
+                let len = rng.random_range(lo..=hi);
                 Problem::Sort((0..len).map(|_| char::from(b'a' + rng.random_range(0..26u8))).collect())
             }
-        }
+        })
     }
 
     /// The problem with incidental differences removed (operand order where it doesn't matter,
@@ -171,8 +224,10 @@ impl Problem {
             Problem::Add(a, b) => (TaskFamily::Arithmetic, format!("What is {a} + {b}?"), (a + b).to_string()),
             Problem::Subtract(a, b) => (TaskFamily::Arithmetic, format!("What is {a} - {b}?"), (a - b).to_string()),
             Problem::Multiply(a, b) => (TaskFamily::Arithmetic, format!("What is {a} * {b}?"), (a * b).to_string()),
-            Problem::Reverse(word) => (TaskFamily::Reverse, format!("Reverse the word: {word}"), word.chars().rev().collect()),
-            Problem::Sort(letters) => (TaskFamily::Sort, format!("Sort the letters: {letters}"), sorted(&letters)),
+            Problem::Reverse(word) => {
+                (TaskFamily::Reverse, format!("Reverse the letters: {}", spaced(&word)), spaced(&word.chars().rev().collect::<String>()))
+            }
+            Problem::Sort(letters) => (TaskFamily::Sort, format!("Sort the letters: {}", spaced(&letters)), spaced(&sorted(&letters))),
         };
         Task { family, prompt, answer }
     }
@@ -184,6 +239,18 @@ fn operand(rng: &mut ChaCha8Rng, max_digits: u32) -> u32 {
     let digits = rng.random_range(1..=max_digits);
     let low = if digits == 1 { 0 } else { 10u32.pow(digits - 1) };
     rng.random_range(low..10u32.pow(digits))
+}
+
+/// `abc` → `a b c`.
+fn spaced(letters: &str) -> String {
+    let mut out = String::with_capacity(letters.len() * 2);
+    for (i, c) in letters.chars().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn sorted(letters: &str) -> String {
@@ -946,10 +1013,10 @@ mod tests {
         assert_eq!(docs[..100], documents(ALL, 100, 1));
         for family in TASK_FAMILIES {
             for split in [Split::Train, Split::Test] {
-                let tasks = tasks(family, split, 300, 1);
-                assert_eq!(tasks, super::tasks(family, split, 300, 1));
-                assert_ne!(tasks, super::tasks(family, split, 300, 2));
-                assert_eq!(tasks[..100], super::tasks(family, split, 100, 1));
+                let tasks = tasks(family, split, 300, 1, Difficulty::default()).unwrap();
+                assert_eq!(tasks, super::tasks(family, split, 300, 1, Difficulty::default()).unwrap());
+                assert_ne!(tasks, super::tasks(family, split, 300, 2, Difficulty::default()).unwrap());
+                assert_eq!(tasks[..100], super::tasks(family, split, 100, 1, Difficulty::default()).unwrap());
             }
         }
     }
@@ -963,11 +1030,11 @@ mod tests {
         assert_eq!(&docs[0][..80], "Clara often reached the glacier outside the hut. The goatherds waited beside the");
         assert_eq!(&docs[1][..80], "By trade, Sar Roun is a potter. Sar Roun's favourite colour is orange. The capit");
         assert_eq!(&docs[2][..80], "96 divided by 12 is 8.\n15 divided by 3 is 5.\n4 divided by 2 is 2.\n42 plus 39 is ");
-        let first = |family| tasks(family, Split::Test, 1, 1).remove(0);
+        let first = |family| tasks(family, Split::Test, 1, 1, Difficulty::default()).unwrap().remove(0);
         let arithmetic = first(TaskFamily::Arithmetic);
         assert_eq!((arithmetic.prompt.as_str(), arithmetic.answer.as_str()), ("What is 355 - 29?", "326"));
-        assert_eq!(first(TaskFamily::Reverse).prompt, "Reverse the word: basket");
-        assert_eq!(first(TaskFamily::Sort).prompt, "Sort the letters: fsgccpcs");
+        assert_eq!(first(TaskFamily::Reverse).prompt, "Reverse the letters: b a s k e t");
+        assert_eq!(first(TaskFamily::Sort).prompt, "Sort the letters: f s g c c p c s");
     }
 
     /// Also a rough timing: the number printed is for an unoptimised build unless run with
@@ -1156,24 +1223,24 @@ mod tests {
     fn every_task_answer_is_correct() {
         for family in TASK_FAMILIES {
             for split in [Split::Train, Split::Test] {
-                for task in tasks(family, split, 2000, 6) {
+                for task in tasks(family, split, 2000, 6, Difficulty::default()).unwrap() {
                     assert_eq!(task.family, family);
-                    assert!(task.prompt.is_ascii() && task.prompt.len() <= 40 && task.answer.len() <= 16, "{task:?}");
+                    assert!(task.prompt.is_ascii() && task.prompt.len() <= 56 && task.answer.len() <= 32, "{task:?}");
                     match family {
                         TaskFamily::Arithmetic => {
                             let problem = task.prompt.strip_prefix("What is ").and_then(|p| p.strip_suffix('?')).unwrap();
                             check_equation(&format!("{problem} = {}.", task.answer));
                         }
                         TaskFamily::Reverse => {
-                            let word = task.prompt.strip_prefix("Reverse the word: ").unwrap();
-                            assert!(word.len() >= 3 && word.bytes().all(|b| b.is_ascii_lowercase()), "{task:?}");
+                            let word = task.prompt.strip_prefix("Reverse the letters: ").unwrap();
+                            assert!(word.len() >= 5 && word.split(' ').all(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_lowercase())), "{task:?}");
                             assert_eq!(task.answer.chars().rev().collect::<String>(), word);
                         }
                         TaskFamily::Sort => {
                             let letters = task.prompt.strip_prefix("Sort the letters: ").unwrap();
-                            let mut expected: Vec<u8> = letters.bytes().collect();
+                            let mut expected: Vec<&str> = letters.split(' ').collect();
                             expected.sort();
-                            assert_eq!(task.answer.as_bytes(), expected, "{task:?}");
+                            assert_eq!(task.answer, expected.join(" "), "{task:?}");
                         }
                     }
                 }
@@ -1184,11 +1251,13 @@ mod tests {
     #[test]
     fn train_and_test_never_share_a_problem() {
         for family in TASK_FAMILIES {
-            let train: Vec<Task> = tasks(family, Split::Train, 5000, 1);
+            let train: Vec<Task> = tasks(family, Split::Train, 5000, 1, Difficulty::default()).unwrap();
             let prompts: HashSet<&str> = train.iter().map(|t| t.prompt.as_str()).collect();
             assert_eq!(prompts.len(), train.len(), "{family:?} train repeats a prompt");
             // Another seed and another count draw other problems, but each keeps its split.
-            for test in [tasks(family, Split::Test, 5000, 1), tasks(family, Split::Test, 700, 2)] {
+            let easy = Difficulty { digits: 2, letters: Some([3, 5]) };
+            let tests = [(5000, 1, Difficulty::default()), (700, 2, Difficulty::default()), (100, 1, easy)];
+            for test in tests.map(|(n, seed, d)| tasks(family, Split::Test, n, seed, d).unwrap()) {
                 assert!(test.iter().all(|t| !prompts.contains(t.prompt.as_str())), "{family:?}");
             }
         }
@@ -1199,14 +1268,33 @@ mod tests {
     #[test]
     #[should_panic(expected = "at most")]
     fn tasks_are_bounded() {
-        tasks(TaskFamily::Sort, Split::Test, Split::Test.max_tasks() + 1, 1);
+        let _ = tasks(TaskFamily::Sort, Split::Test, Split::Test.max_tasks() + 1, 1, Difficulty::default());
+    }
+
+    #[test]
+    fn difficulty_bounds_the_problems_and_a_too_small_pool_is_an_error() {
+        let d = Difficulty { digits: 1, letters: Some([3, 4]) };
+        for t in tasks(TaskFamily::Arithmetic, Split::Train, 40, 1, d).unwrap() {
+            assert!(t.prompt.bytes().filter(u8::is_ascii_digit).count() <= 2, "{t:?}");
+        }
+        // Short words to reverse are few: the corpus's three- and four-letter nouns.
+        for (family, n) in [(TaskFamily::Reverse, 20), (TaskFamily::Sort, 200)] {
+            for t in tasks(family, Split::Train, n, 1, d).unwrap() {
+                assert!((3..=4).contains(&t.answer.split(' ').count()), "{t:?}");
+            }
+        }
+        // One-digit arithmetic holds about 160 distinct problems, 10 % of them test problems.
+        let err = tasks(TaskFamily::Arithmetic, Split::Test, 100, 1, d).unwrap_err();
+        assert!(err.contains("distinct Arithmetic problems found") && err.contains("100 asked for"), "{err}");
+        assert!(Difficulty { digits: 4, letters: None }.check().is_err());
+        assert!(Difficulty { digits: 2, letters: Some([5, 3]) }.check().is_err());
     }
 
     #[test]
     fn names_serialise_in_snake_case() {
         assert_eq!(serde_json::to_string(&[Family::Prose, Family::Facts, Family::Arithmetic]).unwrap(), r#"["prose","facts","arithmetic"]"#);
         assert_eq!(serde_json::to_string(&Split::Test).unwrap(), r#""test""#);
-        let task = tasks(TaskFamily::Reverse, Split::Train, 1, 1).remove(0);
+        let task = tasks(TaskFamily::Reverse, Split::Train, 1, 1, Difficulty::default()).unwrap().remove(0);
         let json = serde_json::to_string(&task).unwrap();
         assert!(json.contains(r#""family":"reverse""#), "{json}");
         assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), task);

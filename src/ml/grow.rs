@@ -212,13 +212,7 @@ mod tests {
     use crate::ml::model::Model;
 
     fn source() -> Model {
-        let config: Config = serde_json::from_value(serde_json::json!({
-            "vocab_size": 40, "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 64, "tie_word_embeddings": false
-        }))
-        .unwrap();
-        Model::init(config, 7, &Device::Cpu).unwrap()
+        Model::init(crate::ml::model::tiny(40, 2, 2, false), 7, &Device::Cpu).unwrap()
     }
 
     fn plan(layers: usize, depth: Depth, hidden: usize, ffn: usize, widen: Widen) -> Plan {

@@ -53,6 +53,98 @@ pub struct Settings {
     pub seed: u64,
 }
 
+/// A merge parameter as mergekit takes it: a number; a gradient — a list of values spread
+/// evenly over the layers and interpolated linearly between them; or a list of rules, each an
+/// optional tensor-name `filter` (a substring) and a number or gradient, the first matching
+/// rule applying and a rule without a filter serving every other tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Setting {
+    Value(f64),
+    Gradient(Vec<f64>),
+    Rules(Vec<Rule>),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    pub value: RuleValue,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RuleValue {
+    Value(f64),
+    Gradient(Vec<f64>),
+}
+
+impl Setting {
+    /// Every number the setting holds (for range checks).
+    pub fn values(&self) -> Vec<f64> {
+        match self {
+            Setting::Value(v) => vec![*v],
+            Setting::Gradient(g) => g.clone(),
+            Setting::Rules(rules) => rules
+                .iter()
+                .flat_map(|r| match &r.value {
+                    RuleValue::Value(v) => vec![*v],
+                    RuleValue::Gradient(g) => g.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the setting is well formed: no empty gradient or rule list.
+    pub fn check(&self) -> Result<(), String> {
+        let empty = match self {
+            Setting::Value(_) => false,
+            Setting::Gradient(g) => g.is_empty(),
+            Setting::Rules(rules) => rules.is_empty() || rules.iter().any(|r| matches!(&r.value, RuleValue::Gradient(g) if g.is_empty())),
+        };
+        if empty {
+            return Err("gradients and rule lists must not be empty".into());
+        }
+        if self.values().iter().any(|v| !v.is_finite()) {
+            return Err("values must be finite".into());
+        }
+        Ok(())
+    }
+
+    /// The value for tensor `name` at relative depth `t` (0 = first layer, 1 = last), or
+    /// `None` when no rule applies to it.
+    pub fn at(&self, name: &str, t: f64) -> Option<f64> {
+        match self {
+            Setting::Value(v) => Some(*v),
+            Setting::Gradient(g) => Some(interpolate(g, t)),
+            Setting::Rules(rules) => rules.iter().find(|r| r.filter.as_deref().is_none_or(|f| name.contains(f))).map(|r| match &r.value {
+                RuleValue::Value(v) => *v,
+                RuleValue::Gradient(g) => interpolate(g, t),
+            }),
+        }
+    }
+}
+
+/// `np.interp(t · (n − 1), range(n), values)`.
+fn interpolate(values: &[f64], t: f64) -> f64 {
+    let x = t.clamp(0.0, 1.0) * (values.len() - 1) as f64;
+    let i = (x.floor() as usize).min(values.len() - 1);
+    let j = (i + 1).min(values.len() - 1);
+    values[i] + (values[j] - values[i]) * (x - i as f64)
+}
+
+/// Where a tensor sits for gradients: layer i of n at i/(n−1), the embeddings before the
+/// first layer (0) and the final norm and head after the last (1), as mergekit places them.
+pub fn depth(name: &str, layers: usize) -> f64 {
+    if let Some(rest) = name.strip_prefix("model.layers.")
+        && let Some(i) = rest.split('.').next().and_then(|i| i.parse::<usize>().ok())
+    {
+        return if layers > 1 { i as f64 / (layers - 1) as f64 } else { 0.0 };
+    }
+    if name.starts_with("model.embed_tokens") { 0.0 } else { 1.0 }
+}
+
 /// Merges one tensor. `models` are the fine-tuned tensors; `base` the base model's (required
 /// unless the method is `linear`). `stream` separates the random draws of different tensors.
 pub fn merge(s: &Settings, models: &[&[f32]], base: Option<&[f32]>, stream: u64) -> Vec<f32> {
@@ -296,5 +388,32 @@ mod tests {
         let base = [0.0f32, 0.0];
         let out = merge(&s, &[&[1.0, 0.0], &[0.0, 1.0]], Some(&base), 0);
         assert_eq!(out, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn settings_follow_mergekit_gradients_and_filters() {
+        let s: Setting = serde_json::from_value(serde_json::json!([
+            {"filter": "self_attn", "value": [0.0, 0.5, 0.3, 0.7, 1.0]},
+            {"filter": "mlp", "value": [1.0, 0.0]},
+            {"value": 0.5}
+        ]))
+        .unwrap();
+        // Nine layers: layer 2 sits at t = 0.25, on the gradient's second point.
+        let t = depth("model.layers.2.self_attn.q_proj.weight", 9);
+        assert_eq!(t, 0.25);
+        assert_eq!(s.at("model.layers.2.self_attn.q_proj.weight", t), Some(0.5));
+        let between = s.at("model.layers.3.self_attn.q_proj.weight", depth("model.layers.3.x", 9)).unwrap();
+        assert!((between - 0.4).abs() < 1e-12, "{between}");
+        assert_eq!(s.at("model.layers.6.mlp.up_proj.weight", 0.75), Some(0.25));
+        assert_eq!(s.at("model.norm.weight", depth("model.norm.weight", 9)), Some(0.5));
+        assert_eq!(depth("model.embed_tokens.weight", 9), 0.0);
+        assert_eq!(depth("lm_head.weight", 9), 1.0);
+        assert_eq!(depth("model.layers.0.mlp.up_proj.weight", 1), 0.0);
+        let plain: Setting = serde_json::from_value(serde_json::json!([0.0, 1.0])).unwrap();
+        assert_eq!(plain.at("anything", 0.5), Some(0.5));
+        let filtered: Setting = serde_json::from_value(serde_json::json!([{"filter": "mlp", "value": 1.0}])).unwrap();
+        assert_eq!(filtered.at("model.layers.0.self_attn.o_proj.weight", 0.0), None);
+        assert!(serde_json::from_value::<Setting>(serde_json::json!([])).unwrap().check().is_err());
+        assert_eq!(serde_json::to_value(&s).unwrap()[2], serde_json::json!({"value": 0.5}));
     }
 }

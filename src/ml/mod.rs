@@ -2,7 +2,9 @@
 //! token shards, the training loop and the synthetic corpus. Knows nothing of workflows,
 //! stores or the scheduler; stage kinds in `stages` are built on it.
 
+pub mod chat;
 pub mod corpus;
+pub mod generate;
 pub mod device;
 pub mod grow;
 pub mod merge;

@@ -293,9 +293,14 @@ impl Model {
 
     /// The mean cross-entropy of next-token prediction over `[batch, seq]` inputs and targets.
     pub fn loss(&self, inputs: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-        let logits = self.forward(inputs)?;
+        self.token_losses(inputs, targets, Extra::default())?.mean_all()
+    }
+
+    /// The cross-entropy of every position, flattened to `[batch · seq]`.
+    pub fn token_losses(&self, inputs: &Tensor, targets: &Tensor, extra: Extra<'_>) -> candle_core::Result<Tensor> {
+        let logits = self.forward_with(inputs, extra)?;
         let v = self.config.vocab_size;
-        super::ops::cross_entropy_rows(&logits.reshape(((), v))?, &targets.flatten_all()?)?.mean_all()
+        super::ops::cross_entropy_rows(&logits.reshape(((), v))?, &targets.flatten_all()?)
     }
 }
 
@@ -341,30 +346,32 @@ pub fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
     Tensor::from_vec(data, (t, t), device)
 }
 
+/// A tiny config for tests: hidden 16, FFN 24, 4 heads, 64 positions.
+#[cfg(test)]
+pub(crate) fn tiny(vocab: usize, layers: usize, kv_heads: usize, tie: bool) -> Config {
+    Config {
+        architectures: architectures(),
+        model_type: model_type(),
+        vocab_size: vocab,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: layers,
+        num_attention_heads: 4,
+        num_key_value_heads: kv_heads,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: tie,
+        bos_token_id: Some(0),
+        eos_token_id: Some(0),
+        hidden_act: hidden_act(),
+        torch_dtype: torch_dtype(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn tiny(vocab: usize, layers: usize, kv_heads: usize, tie: bool) -> Config {
-        Config {
-            architectures: architectures(),
-            model_type: model_type(),
-            vocab_size: vocab,
-            hidden_size: 16,
-            intermediate_size: 24,
-            num_hidden_layers: layers,
-            num_attention_heads: 4,
-            num_key_value_heads: kv_heads,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10_000.0,
-            max_position_embeddings: 64,
-            tie_word_embeddings: tie,
-            bos_token_id: Some(0),
-            eos_token_id: Some(0),
-            hidden_act: hidden_act(),
-            torch_dtype: torch_dtype(),
-        }
-    }
 
     fn batch(vocab: u32, b: usize, t: usize, seed: u32) -> (Tensor, Tensor) {
         let data: Vec<u32> = (0..b * (t + 1)).map(|i| (i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % vocab).collect();

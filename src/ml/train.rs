@@ -1,6 +1,6 @@
-//! The training loop shared by `pretrain` and `anneal`: seeded batches of random windows,
-//! gradient accumulation, global-norm clipping, our AdamW, periodic validation on fixed
-//! windows, checkpoints for exact resume, and per-step metrics.
+//! The training loop shared by `pretrain`, `anneal` and `sft`: batches from a [`Batches`]
+//! (seeded random windows for pretraining), gradient accumulation, global-norm clipping, our
+//! AdamW, periodic validation, checkpoints for exact resume, and per-step metrics.
 //!
 //! Everything written to the artifact is a pure function of the inputs and the seed (losses,
 //! learning rates, norms); wall-clock figures (tokens/s) go only to progress reports, so two
@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::model::Model;
+use super::model::{Extra, Model};
 use super::optim::AdamW;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,18 +28,14 @@ pub enum TrainError {
     Data(String),
 }
 
-/// The loop's settings (the learning rate comes from a function of the step).
+/// The loop's settings (the learning rate comes from a function of the step, the batches
+/// from a [`Batches`]).
 #[derive(Clone, Debug)]
 pub struct Loop {
     pub steps: u64,
-    pub batch: usize,
-    pub accumulate: usize,
-    pub seq_len: usize,
     pub clip: f64,
     pub eval_every: u64,
-    pub eval_windows: usize,
     pub checkpoint_every: u64,
-    pub seed: u64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -68,6 +64,79 @@ pub struct Tick {
 struct Checkpoint {
     step: u64,
     rows: Vec<Row>,
+}
+
+/// One micro-batch: `[batch, seq]` u32 inputs and targets, and how its loss is formed.
+pub struct Micro {
+    pub inputs: Tensor,
+    pub targets: Tensor,
+    /// Per-position loss weights `[batch · seq]`, already normalised over the whole step
+    /// (masked fine-tuning); `None` is the plain mean over the micro-batch, divided by the
+    /// number of micro-batches.
+    pub weights: Option<Tensor>,
+    /// Per-sample positions and the block-diagonal mask of packed rows.
+    pub positions: Option<Tensor>,
+    pub mask: Option<Tensor>,
+    /// Tokens this micro-batch trains on (for the `tokens` column and throughput).
+    pub tokens: u64,
+}
+
+impl Micro {
+    /// This micro-batch's share of the step's loss.
+    pub fn loss(&self, model: &Model, micro_batches: usize) -> candle_core::Result<Tensor> {
+        let extra = Extra { positions: self.positions.as_ref(), mask: self.mask.as_ref() };
+        let losses = model.token_losses(&self.inputs, &self.targets, extra)?;
+        match &self.weights {
+            None => losses.mean_all()? / micro_batches as f64,
+            Some(w) => (losses * w)?.sum_all(),
+        }
+    }
+}
+
+/// Where a training run's batches come from. The batches of a step are a pure function of the
+/// step, so a resumed run needs no data-loader state.
+pub trait Batches {
+    /// The micro-batches of optimizer step `step` (0-based).
+    fn step(&mut self, step: u64, device: &Device) -> Result<Vec<Micro>, TrainError>;
+    /// The validation loss of `model` (the same positions every time).
+    fn val_loss(&self, model: &Model) -> Result<f64, TrainError>;
+}
+
+/// Pretraining batches: random `[batch, seq_len + 1]` windows of a token stream.
+pub struct Windows<'a> {
+    pub train: &'a [u32],
+    pub val: &'a [u32],
+    pub batch: usize,
+    pub accumulate: usize,
+    pub seq_len: usize,
+    pub eval_windows: usize,
+    pub seed: u64,
+}
+
+impl<'a> Windows<'a> {
+    pub fn new(train: &'a [u32], val: &'a [u32], batch: usize, accumulate: usize, seq_len: usize, eval_windows: usize, seed: u64) -> Result<Self, TrainError> {
+        if train.len() < seq_len + 1 {
+            return Err(TrainError::Data(format!("the train split has {} tokens, fewer than one window of {}", train.len(), seq_len + 1)));
+        }
+        Ok(Self { train, val, batch, accumulate, seq_len, eval_windows, seed })
+    }
+}
+
+impl Batches for Windows<'_> {
+    fn step(&mut self, step: u64, device: &Device) -> Result<Vec<Micro>, TrainError> {
+        let max_start = self.train.len() - self.seq_len - 1;
+        (0..self.accumulate as u64)
+            .map(|micro| {
+                let starts = window_starts(self.seed, step, micro, self.accumulate as u64, self.batch, max_start);
+                let (inputs, targets) = windows(self.train, &starts, self.seq_len, device)?;
+                Ok(Micro { inputs, targets, weights: None, positions: None, mask: None, tokens: (self.batch * self.seq_len) as u64 })
+            })
+            .collect()
+    }
+
+    fn val_loss(&self, model: &Model) -> Result<f64, TrainError> {
+        Ok(evaluate(model, self.val, self.seq_len, self.eval_windows, self.batch)?.0)
+    }
 }
 
 /// Where `[batch, seq_len + 1]` windows of a token stream start, for step `step` and
@@ -105,45 +174,36 @@ pub fn evaluate(model: &Model, tokens: &[u32], seq_len: usize, n: usize, batch: 
     Ok((total / n as f64, (n * seq_len) as u64))
 }
 
-/// Trains `model` with `opt` for `cfg.steps` steps at learning rate `lr(step)`, resuming from
-/// the checkpoint in `resume` if one is there. Returns the metrics of every step.
-#[allow(clippy::too_many_arguments)] // each is a distinct input of one training run
+/// Trains `model` with `opt` for `cfg.steps` steps on `batches` at learning rate `lr(step)`,
+/// resuming from the checkpoint in `resume` if one is there. Returns the metrics of every step.
 pub fn run(
     model: &Model,
     opt: &mut AdamW,
     cfg: &Loop,
     lr: &dyn Fn(u64) -> f64,
-    train: &[u32],
-    val: &[u32],
+    batches: &mut dyn Batches,
     resume: &Path,
     tick: &mut dyn FnMut(&Tick),
 ) -> Result<Vec<Row>, TrainError> {
-    if train.len() < cfg.seq_len + 1 {
-        return Err(TrainError::Data(format!(
-            "the train split has {} tokens, fewer than one window of {}",
-            train.len(),
-            cfg.seq_len + 1
-        )));
-    }
     let params = model.params();
     let ckpt_dir = resume.join("checkpoint");
     let (mut step, mut rows) = match load_checkpoint(&ckpt_dir, model, opt)? {
         Some(c) => (c.step, c.rows),
         None => (0, Vec::new()),
     };
-    let tokens_per_step = (cfg.batch * cfg.accumulate * cfg.seq_len) as u64;
-    let max_start = train.len() - cfg.seq_len - 1;
+    let mut tokens = rows.last().map_or(0, |r| r.tokens);
     let started = Instant::now();
+    let first_tokens = tokens;
     let first = step;
     while step < cfg.steps {
+        let micros = batches.step(step, model.device())?;
         let mut sum: Option<GradStore> = None;
-        let mut loss_sum = 0.0;
-        for micro in 0..cfg.accumulate as u64 {
-            let starts = window_starts(cfg.seed, step, micro, cfg.accumulate as u64, cfg.batch, max_start);
-            let (x, y) = windows(train, &starts, cfg.seq_len, model.device())?;
-            let loss = model.loss(&x, &y)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            let grads = (loss / cfg.accumulate as f64)?.backward()?;
+        let mut loss = 0.0;
+        for micro in &micros {
+            let part = micro.loss(model, micros.len())?;
+            loss += part.to_scalar::<f32>()? as f64;
+            tokens += micro.tokens;
+            let grads = part.backward()?;
             sum = Some(match sum {
                 None => grads,
                 Some(mut acc) => {
@@ -160,28 +220,23 @@ pub fn run(
                 }
             });
         }
-        let mut grads = sum.expect("at least one micro-batch");
+        let mut grads = sum.ok_or_else(|| TrainError::Data(format!("step {step} has no micro-batch")))?;
         let grad_norm = super::optim::clip_grad_norm(&params, &mut grads, cfg.clip)?;
         let rate = lr(step);
         opt.step(&grads, rate)?;
         step += 1;
-        let loss = loss_sum / cfg.accumulate as f64;
         if !loss.is_finite() {
             return Err(TrainError::Data(format!("the loss diverged at step {step} ({loss})")));
         }
-        let val_loss = if step % cfg.eval_every.max(1) == 0 || step == cfg.steps {
-            Some(evaluate(model, val, cfg.seq_len, cfg.eval_windows, cfg.batch)?.0)
-        } else {
-            None
-        };
-        rows.push(Row { step, tokens: step * tokens_per_step, loss, lr: rate, grad_norm, val_loss });
+        let val_loss = if step % cfg.eval_every.max(1) == 0 || step == cfg.steps { Some(batches.val_loss(model)?) } else { None };
+        rows.push(Row { step, tokens, loss, lr: rate, grad_norm, val_loss });
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let done = (step - first) as f64;
         tick(&Tick {
             step,
             total: cfg.steps,
             loss,
-            tokens_per_s: done * tokens_per_step as f64 / elapsed,
+            tokens_per_s: (tokens - first_tokens) as f64 / elapsed,
             eta_s: elapsed / done * (cfg.steps - step) as f64,
         });
         if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < cfg.steps {

@@ -247,6 +247,7 @@ impl Builder {
                 let mut entries: Vec<(Node, Node)> = Vec::new();
                 // Key text → position, so duplicate detection stays linear in big mappings.
                 let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                let mut merges = Vec::new();
                 loop {
                     let (ev, sp) = self.next(events, span)?;
                     if matches!(ev, Event::MappingEnd) {
@@ -259,6 +260,10 @@ impl Builder {
                     let (ev, sp) = self.next(events, span)?;
                     let value = self.node(ev, sp, events, depth + 1)?;
                     let text = key_text(&key);
+                    if matches!(&key.value, Value::Str(k) if k == "<<") {
+                        merges.push(value);
+                        continue;
+                    }
                     if let Some(&first) = seen.get(&text) {
                         return Err(YamlError {
                             message: format!("duplicate key `{text}` (first defined at line {})", entries[first].0.span.line),
@@ -267,6 +272,24 @@ impl Builder {
                     }
                     seen.insert(text, entries.len());
                     entries.push((key, value));
+                }
+                // Merge keys (`<<: *base` or `<<: [*a, *b]`): keys written here win, then the
+                // earlier merged mapping wins, as in YAML 1.1 and every major loader.
+                for merge in merges {
+                    let sources = match merge.value {
+                        Value::Map(_) => vec![merge],
+                        Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items,
+                        _ => return Err(YamlError { message: "`<<` merges a mapping or a list of mappings".into(), span: merge.span }),
+                    };
+                    for source in sources {
+                        let Value::Map(items) = source.value else { unreachable!("checked above") };
+                        for (k, v) in items {
+                            if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(key_text(&k)) {
+                                slot.insert(entries.len());
+                                entries.push((k, v));
+                            }
+                        }
+                    }
                 }
                 (Node { value: Value::Map(entries), span }, anchor)
             }
@@ -406,6 +429,16 @@ mod tests {
         let root = parse("name: x\nstages:\n  a:\n    kind: command\n", 0).unwrap();
         let kind = root.path(&["stages", "a", "kind"]).unwrap();
         assert_eq!((kind.span.line, kind.span.col), (4, 11));
+    }
+
+    #[test]
+    fn merge_keys_fill_in_what_the_mapping_does_not_say() {
+        let v = json("a: &a {x: 1, y: 2}\nb: &b {y: 3, z: 4}\nc: {<<: *a, x: 9}\nd: {<<: [*a, *b], w: 0}\n");
+        assert_eq!(v["c"], serde_json::json!({"x": 9, "y": 2}));
+        assert_eq!(v["d"], serde_json::json!({"w": 0, "x": 1, "y": 2, "z": 4}));
+        let err = parse("a: {<<: 3}\n", 0).unwrap_err();
+        assert!(err.message.contains("`<<` merges a mapping"), "{}", err.message);
+        assert_eq!((err.span.line, err.span.col), (1, 9));
     }
 
     #[test]

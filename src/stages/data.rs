@@ -277,7 +277,7 @@ pub fn read_documents(path: &Path, split: TextSplit, field: &str) -> Result<Vec<
 
 /// Whether a document belongs to the val split: a hash of the seed and its content, so the
 /// decision does not depend on which other documents exist.
-fn is_val(seed: u64, doc: &str, fraction: f64) -> bool {
+pub fn is_val(seed: u64, doc: &str, fraction: f64) -> bool {
     let mut h = blake3::Hasher::new();
     h.update(&seed.to_le_bytes());
     h.update(doc.as_bytes());

@@ -1,12 +1,19 @@
-//! The `eval` kind: model + data → `metrics.json` with validation loss, perplexity and bits per
-//! byte on fixed, evenly spaced windows of the val split (the same numbers on every run), with
-//! token and byte counts; optionally greedy samples from prompts (`samples.jsonl`).
+//! The `eval` kind: a model and a `data` and/or `tasks` artifact → `metrics.json`.
+//!
+//! With `data`: validation loss, perplexity and bits per byte on fixed, evenly spaced windows
+//! of the val split (the same numbers on every run), with token and byte counts and a unigram
+//! baseline. With `tasks`: exact-match accuracy per task family from greedy generation with
+//! the chat template on the held-out conversations (`answers.jsonl` lists every answer).
+//! Optionally greedy samples from raw prompts (`samples.jsonl`).
 
-use candle_core::{D, Tensor};
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use crate::ml::chat::{self, Conversation, Encoded, LossOn, Message, Speaker};
+use crate::ml::generate;
 use crate::ml::model::Model;
 use crate::ml::shards::Index;
 use crate::ml::tokenizer::{EOT, IM_END, Tokenizer};
@@ -27,6 +34,12 @@ pub struct Params {
     pub prompts: Vec<String>,
     #[serde(default = "max_tokens")]
     pub max_tokens: usize,
+    /// The file of the `tasks` artifact holding the held-out conversations.
+    #[serde(default = "tasks_file")]
+    pub tasks_file: String,
+    /// The longest answer generated for a task, in tokens.
+    #[serde(default = "answer_tokens")]
+    pub answer_tokens: usize,
 }
 
 fn seq_len() -> usize {
@@ -41,14 +54,30 @@ fn batch() -> usize {
 fn max_tokens() -> usize {
     48
 }
+fn tasks_file() -> String {
+    "test.jsonl".into()
+}
+fn answer_tokens() -> usize {
+    24
+}
 
 const ROLES: &[Role] = &[
     Role { name: "model", list: false, required: true },
-    Role { name: "data", list: false, required: true },
+    Role { name: "data", list: false, required: false },
+    Role { name: "tasks", list: false, required: false },
 ];
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Metrics {
+    #[serde(flatten)]
+    pub language: Option<LanguageMetrics>,
+    /// Exact-match accuracy per task family.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub tasks: BTreeMap<String, Score>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LanguageMetrics {
     pub val_loss: f64,
     pub perplexity: f64,
     pub bits_per_byte: f64,
@@ -61,6 +90,16 @@ pub struct Metrics {
     pub unigram_loss: f64,
 }
 
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Score {
+    pub correct: usize,
+    pub total: usize,
+    pub accuracy: f64,
+    /// Mean loss per token of the expected answer and its end-of-turn, teacher-forced: how
+    /// close the model is to the answer even when greedy decoding misses it.
+    pub answer_loss: f64,
+}
+
 impl Kind for Eval {
     fn about(&self) -> &'static About {
         &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &[] }
@@ -68,7 +107,7 @@ impl Kind for Eval {
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (p, canonical): (Params, Value) = typed(with)?;
-        for (key, v) in [("seq_len", p.seq_len), ("windows", p.windows), ("batch", p.batch)] {
+        for (key, v) in [("seq_len", p.seq_len), ("windows", p.windows), ("batch", p.batch), ("answer_tokens", p.answer_tokens)] {
             if v == 0 {
                 return Err(invalid(key, "must be positive"));
             }
@@ -78,22 +117,48 @@ impl Kind for Eval {
 
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
-        let (model_dir, data_dir) = (task.input("model")?, task.input("data")?);
+        if !task.inputs.contains_key("data") && !task.inputs.contains_key("tasks") {
+            return Err(StageError::Input("an eval stage needs a `data` or a `tasks` role (or both)".into()));
+        }
+        let model_dir = task.input("model")?;
         let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
         let model = Model::load(model_dir, &device)?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
-        let index = Index::load(data_dir)?;
-        let val = index.tokens(data_dir, &index.val)?;
-        let train = index.tokens(data_dir, &index.train)?;
-        let metrics = evaluate(&model, &tokenizer, &val, &train, &p)?;
-        progress(&Progress { step: 1, total: 1, loss: Some(metrics.val_loss), ..Default::default() });
+        let language = match task.inputs.get("data") {
+            None => None,
+            Some(_) => {
+                let data_dir = task.input("data")?;
+                super::pretrain::same_tokenizer(model_dir, data_dir)?;
+                let index = Index::load(data_dir)?;
+                let val = index.tokens(data_dir, &index.val)?;
+                let train = index.tokens(data_dir, &index.train)?;
+                Some(evaluate(&model, &tokenizer, &val, &train, &p)?)
+            }
+        };
+        let mut tasks = BTreeMap::new();
+        if task.inputs.contains_key("tasks") {
+            let path = task.input("tasks")?.join(&p.tasks_file);
+            let items = read_tasks(&path)?;
+            let (scores, answers) = score_tasks(&model, &tokenizer, &items, p.answer_tokens, p.batch)?;
+            tasks = scores;
+            let mut lines = Vec::new();
+            for a in answers {
+                serde_json::to_writer(&mut lines, &a).map_err(std::io::Error::other)?;
+                lines.push(b'\n');
+            }
+            fs_err::write(task.out.join("answers.jsonl"), lines)?;
+        }
+        let metrics = Metrics { language, tasks };
+        progress(&Progress { step: 1, total: 1, loss: metrics.language.as_ref().map(|l| l.val_loss), ..Default::default() });
         let mut json = serde_json::to_vec_pretty(&metrics).expect("metrics serialise");
         json.push(b'\n');
         fs_err::write(task.out.join("metrics.json"), json)?;
         if !p.prompts.is_empty() {
+            let ids: Vec<Vec<u32>> = p.prompts.iter().map(|s| tokenizer.encode(s)).collect::<Result<_, _>>()?;
+            let outs = generate::greedy(&model, &ids, p.max_tokens, &[EOT, IM_END], p.batch)?;
             let mut lines = Vec::new();
-            for prompt in &p.prompts {
-                let completion = greedy(&model, &tokenizer, prompt, p.max_tokens)?;
+            for (prompt, out) in p.prompts.iter().zip(outs) {
+                let completion = tokenizer.decode(&out)?;
                 serde_json::to_writer(&mut lines, &serde_json::json!({"prompt": prompt, "completion": completion}))
                     .map_err(std::io::Error::other)?;
                 lines.push(b'\n');
@@ -104,8 +169,77 @@ impl Kind for Eval {
     }
 }
 
+/// One held-out task: the conversation before the answer, the answer, and its family.
+pub struct Item {
+    pub family: String,
+    pub prompt: Conversation,
+    pub answer: String,
+}
+
+/// Reads a JSONL file of conversations; each one's last assistant turn is the expected answer
+/// and its `family` field (default `tasks`) groups the scores.
+pub fn read_tasks(path: &std::path::Path) -> Result<Vec<Item>, StageError> {
+    let text = fs_err::read_to_string(path)?;
+    let mut items = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = |e: String| StageError::Input(format!("`{}` line {}: {e}", path.display(), n + 1));
+        let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
+        let conv = Conversation::from_value(&v).map_err(at)?;
+        let (prompt, answer) = conv.split_last().ok_or_else(|| at("no assistant turn to compare with".into()))?;
+        let family = v.get("family").and_then(Value::as_str).unwrap_or("tasks").to_owned();
+        items.push(Item { family, answer: answer.to_owned(), prompt });
+    }
+    if items.is_empty() {
+        return Err(StageError::Input(format!("`{}` holds no tasks", path.display())));
+    }
+    Ok(items)
+}
+
+#[derive(Serialize)]
+pub struct Answer<'a> {
+    family: &'a str,
+    prompt: &'a str,
+    expected: &'a str,
+    got: String,
+    correct: bool,
+}
+
+/// Greedy answers to every item and the exact-match score per family (answers compared after
+/// trimming surrounding whitespace).
+pub fn score_tasks<'a>(model: &Model, tokenizer: &Tokenizer, items: &'a [Item], answer_tokens: usize, batch: usize) -> Result<(BTreeMap<String, Score>, Vec<Answer<'a>>), StageError> {
+    let prompts: Vec<Vec<u32>> = items.iter().map(|i| chat::encode_prompt(tokenizer, &i.prompt)).collect::<Result<_, _>>()?;
+    let outs = generate::greedy(model, &prompts, answer_tokens, &[IM_END, EOT], batch)?;
+    let mut scores: BTreeMap<String, Score> = BTreeMap::new();
+    let mut answers = Vec::with_capacity(items.len());
+    for (item, out) in items.iter().zip(outs) {
+        let got = tokenizer.decode(&out)?;
+        let correct = got.trim() == item.answer.trim();
+        let s = scores.entry(item.family.clone()).or_insert(Score { correct: 0, total: 0, accuracy: 0.0, answer_loss: 0.0 });
+        s.total += 1;
+        s.correct += correct as usize;
+        let prompt = item.prompt.messages.last().map_or("", |m| m.content.as_str());
+        answers.push(Answer { family: &item.family, prompt, expected: &item.answer, got, correct });
+    }
+    for (family, s) in scores.iter_mut() {
+        s.accuracy = s.correct as f64 / s.total as f64;
+        let samples: Vec<Encoded> = items
+            .iter()
+            .filter(|i| &i.family == family)
+            .map(|i| {
+                let mut conv = i.prompt.clone();
+                conv.messages.push(Message { role: Speaker::Assistant, content: i.answer.clone() });
+                let mut e = chat::encode(tokenizer, &conv, LossOn::LastAssistant)?;
+                e.truncate(model.config.max_position_embeddings + 1);
+                Ok(e)
+            })
+            .collect::<Result<_, StageError>>()?;
+        s.answer_loss = chat::masked_loss(model, &samples, batch)?;
+    }
+    Ok((scores, answers))
+}
+
 /// Loss per token over fixed windows, and bits per byte over the bytes those targets stand for.
-pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u32], p: &Params) -> Result<Metrics, StageError> {
+pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u32], p: &Params) -> Result<LanguageMetrics, StageError> {
     if tokens.len() < p.seq_len + 1 {
         return Err(StageError::Input(format!("the val split has {} tokens, fewer than one window of {}", tokens.len(), p.seq_len + 1)));
     }
@@ -126,7 +260,7 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u
     let total = counts.iter().sum::<u64>() as f64;
     let unigram_loss = targets.iter().map(|&t| -(counts[t as usize] as f64 / total).ln()).sum::<f64>() / targets.len() as f64;
     let nats = loss * n_tokens as f64;
-    Ok(Metrics {
+    Ok(LanguageMetrics {
         val_loss: loss,
         perplexity: loss.exp(),
         bits_per_byte: if bytes == 0 { 0.0 } else { nats / (std::f64::consts::LN_2 * bytes as f64) },
@@ -138,24 +272,6 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u
     })
 }
 
-/// Greedy continuation of `prompt`, stopping at end of text, end of turn or `max_tokens`.
-pub fn greedy(model: &Model, tokenizer: &Tokenizer, prompt: &str, max_tokens: usize) -> Result<String, StageError> {
-    let mut ids = tokenizer.encode(prompt)?;
-    let start = ids.len();
-    for _ in 0..max_tokens {
-        let window = &ids[ids.len().saturating_sub(model.config.max_position_embeddings)..];
-        let x = Tensor::new(window, model.device())?.unsqueeze(0)?;
-        let logits = model.forward(&x)?;
-        let last = logits.narrow(1, window.len() - 1, 1)?.squeeze(0)?.squeeze(0)?;
-        let next = last.argmax(D::Minus1)?.to_scalar::<u32>()?;
-        if next == EOT || next == IM_END {
-            break;
-        }
-        ids.push(next);
-    }
-    Ok(tokenizer.decode(&ids[start..])?)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -163,15 +279,9 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::ml::model::Config;
 
     fn uniform_model(vocab: usize) -> Model {
-        let config: Config = serde_json::from_value(serde_json::json!({
-            "vocab_size": vocab, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-            "num_attention_heads": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "max_position_embeddings": 64, "tie_word_embeddings": false
-        }))
-        .unwrap();
+        let config = crate::ml::model::tiny(vocab, 1, 2, false);
         let seeded = Model::init(config.clone(), 1, &Device::Cpu).unwrap();
         let mut tensors: HashMap<String, Tensor> = seeded.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         tensors.insert("lm_head.weight".into(), Tensor::zeros((vocab, 16), DType::F32, &Device::Cpu).unwrap());
@@ -185,7 +295,7 @@ mod tests {
         let corpus: Vec<String> = (0..40).map(|i| format!("sample text number {i} with some words")).collect();
         let tokenizer = Tokenizer::train(corpus.iter().map(String::as_str), vocab).unwrap();
         let tokens: Vec<u32> = (0..2000u32).map(|i| (i * 37 + 11) % tokenizer.vocab_size() as u32).collect();
-        let p = Params { seq_len: 16, windows: 10, batch: 4, prompts: vec![], max_tokens: 1 };
+        let p = Params { seq_len: 16, windows: 10, batch: 4, prompts: vec![], max_tokens: 1, tasks_file: tasks_file(), answer_tokens: 1 };
         let a = evaluate(&model, &tokenizer, &tokens, &tokens, &p).unwrap();
         assert!((a.val_loss - (vocab as f64).ln()).abs() < 1e-5, "{} vs ln V = {}", a.val_loss, (vocab as f64).ln());
         assert_eq!(a.tokens, 160);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
-use crate::ml::merge::{self, Method, Settings};
+use crate::ml::merge::{self, Method, Setting, Settings};
 use crate::ml::model::Model;
 
 pub struct Merge;
@@ -24,15 +24,16 @@ pub struct Params {
     /// Divide by the sum of weights; default: true for linear and ties, false otherwise.
     #[serde(default)]
     pub normalize: Option<bool>,
-    /// slerp's interpolation factor (0 = base).
+    /// slerp's interpolation factor (0 = base). This and `lambda`, `density` and `gamma` each
+    /// take a number, a per-layer gradient or filtered rules (`ml::merge::Setting`).
     #[serde(default)]
-    pub t: Option<f64>,
+    pub t: Option<Setting>,
     #[serde(default = "one")]
-    pub lambda: f64,
+    pub lambda: Setting,
     #[serde(default = "one")]
-    pub density: f64,
+    pub density: Setting,
     #[serde(default = "gamma")]
-    pub gamma: f64,
+    pub gamma: Setting,
     /// DARE: scale kept entries by 1/density.
     #[serde(default = "yes")]
     pub rescale: bool,
@@ -40,11 +41,11 @@ pub struct Params {
     pub seed: u64,
 }
 
-fn one() -> f64 {
-    1.0
+fn one() -> Setting {
+    Setting::Value(1.0)
 }
-fn gamma() -> f64 {
-    0.01
+fn gamma() -> Setting {
+    Setting::Value(0.01)
 }
 fn yes() -> bool {
     true
@@ -62,20 +63,26 @@ impl Kind for Merge {
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (mut p, _): (Params, Value) = typed(with)?;
-        if p.method == Method::Slerp {
-            match p.t {
-                Some(t) if (0.0..=1.0).contains(&t) => {}
-                _ => return Err(invalid("t", "slerp needs `t` in [0, 1]")),
+        type Range<'a> = (&'a str, Option<&'a Setting>, fn(f64) -> bool, &'a str);
+        let ranges: [Range; 4] = [
+            ("t", p.t.as_ref(), |t| (0.0..=1.0).contains(&t), "must be in [0, 1]"),
+            ("lambda", Some(&p.lambda), f64::is_finite, "must be finite"),
+            ("density", Some(&p.density), |d| d > 0.0 && d <= 1.0, "must be in (0, 1]"),
+            ("gamma", Some(&p.gamma), |g| (0.0..1.0).contains(&g), "must be in [0, 1)"),
+        ];
+        for (key, setting, ok, message) in ranges {
+            if let Some(s) = setting {
+                s.check().map_err(|e| invalid(key, e))?;
+                if !s.values().into_iter().all(ok) {
+                    return Err(invalid(key, message));
+                }
             }
         }
-        if !(p.density > 0.0 && p.density <= 1.0) {
-            return Err(invalid("density", "must be in (0, 1]"));
+        if p.method == Method::Slerp && p.t.is_none() {
+            return Err(invalid("t", "slerp needs `t` in [0, 1]"));
         }
-        if !(0.0..1.0).contains(&p.gamma) {
-            return Err(invalid("gamma", "must be in [0, 1)"));
-        }
-        if !p.lambda.is_finite() || p.weights.as_ref().is_some_and(|w| w.iter().any(|x| !x.is_finite())) {
-            return Err(invalid("weights", "weights and lambda must be finite"));
+        if p.weights.as_ref().is_some_and(|w| w.iter().any(|x| !x.is_finite())) {
+            return Err(invalid("weights", "weights must be finite"));
         }
         p.normalize = Some(p.normalize.unwrap_or(p.method.normalizes_by_default()));
         Ok(serde_json::to_value(&p).expect("parameters serialise"))
@@ -107,16 +114,25 @@ impl Kind for Merge {
         let models: Vec<Model> = dirs.iter().map(|d| Model::load(d, &device)).collect::<Result<_, _>>()?;
         let base = base_dir.as_deref().map(|d| Model::load(d, &device)).transpose()?;
         let reference = base.as_ref().unwrap_or(&models[0]);
-        let settings = Settings {
-            method: p.method,
-            weights,
-            normalize: p.normalize.unwrap_or(p.method.normalizes_by_default()),
-            t: p.t.unwrap_or(0.5),
-            lambda: p.lambda,
-            density: p.density,
-            gamma: p.gamma,
-            rescale: p.rescale,
-            seed: p.seed,
+        let layers = reference.config.num_hidden_layers;
+        let normalize = p.normalize.unwrap_or(p.method.normalizes_by_default());
+        // The settings of one tensor, its gradients and filters resolved.
+        let settings = |name: &str| -> Result<Settings, StageError> {
+            let depth = merge::depth(name, layers);
+            let at = |key: &str, s: &Setting| {
+                s.at(name, depth).ok_or_else(|| StageError::Input(format!("no rule of `{key}` applies to tensor `{name}`; add one without a `filter`")))
+            };
+            Ok(Settings {
+                method: p.method,
+                weights: weights.clone(),
+                normalize,
+                t: p.t.as_ref().map(|t| at("t", t)).transpose()?.unwrap_or(0.5),
+                lambda: at("lambda", &p.lambda)?,
+                density: at("density", &p.density)?,
+                gamma: at("gamma", &p.gamma)?,
+                rescale: p.rescale,
+                seed: p.seed,
+            })
         };
         let shapes = reference.config.parameter_shapes();
         let tables: Vec<HashMap<String, candle_core::Var>> = models.iter().map(|m| m.params().into_iter().collect()).collect();
@@ -133,7 +149,7 @@ impl Kind for Merge {
             let inputs: Vec<Vec<f32>> = tables.iter().map(flat).collect::<Result<_, _>>()?;
             let base_flat = base_table.as_ref().map(flat).transpose()?;
             let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-            let out = merge::merge(&settings, &refs, base_flat.as_deref(), i as u64);
+            let out = merge::merge(&settings(name)?, &refs, base_flat.as_deref(), i as u64);
             merged.insert(name.clone(), Tensor::from_vec(out, shape.as_slice(), &device)?);
             progress(&Progress { step: i as u64 + 1, total: shapes.len() as u64, ..Default::default() });
         }

@@ -14,6 +14,8 @@ pub mod grow;
 pub mod init;
 pub mod merge;
 pub mod pretrain;
+pub mod sft;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,6 +204,8 @@ impl Registry {
                 Box::new(eval::Eval),
                 Box::new(merge::Merge),
                 Box::new(grow::Grow),
+                Box::new(tasks::Tasks),
+                Box::new(sft::Sft),
             ],
         }
     }

@@ -13,20 +13,15 @@ use crate::ml::model::Model;
 use crate::ml::optim::{AdamW, AdamWConfig};
 use crate::ml::schedule::{self, Schedule};
 use crate::ml::shards::Index;
-use crate::ml::train::{self, Loop, Row};
+use crate::ml::train::{self, Batches, Loop, Row, Windows};
 
 pub struct Pretrain;
 
-/// The settings pretrain and anneal share.
+/// The optimisation settings every training kind shares.
 // No `deny_unknown_fields` here or on the structs that flatten this one (serde does not
 // support the two together); `typed` rejects unknown keys instead.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Common {
-    /// Optimizer steps; or give `tokens` and the steps follow from the batch shape.
-    #[serde(default)]
-    pub steps: Option<u64>,
-    #[serde(default)]
-    pub tokens: Option<u64>,
+pub struct Optim {
     #[serde(default = "batch")]
     pub batch: usize,
     #[serde(default = "one")]
@@ -43,12 +38,24 @@ pub struct Common {
     pub clip: f64,
     #[serde(default = "eval_every")]
     pub eval_every: u64,
-    #[serde(default = "eval_windows")]
-    pub eval_windows: usize,
     #[serde(default = "checkpoint_every")]
     pub checkpoint_every: u64,
     #[serde(default = "super::default_seed")]
     pub seed: u64,
+}
+
+/// The settings pretrain and anneal share: the optimisation, the budget and validation windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Common {
+    /// Optimizer steps; or give `tokens` and the steps follow from the batch shape.
+    #[serde(default)]
+    pub steps: Option<u64>,
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default = "eval_windows")]
+    pub eval_windows: usize,
+    #[serde(flatten)]
+    pub optim: Optim,
 }
 
 fn batch() -> usize {
@@ -86,18 +93,42 @@ fn checkpoint_every() -> u64 {
 pub struct Params {
     #[serde(flatten)]
     pub common: Common,
-    pub lr: f64,
-    #[serde(default)]
-    pub warmup: u64,
-    #[serde(default = "cosine")]
-    pub schedule: Schedule,
+    #[serde(flatten)]
+    pub rate: Rate,
     /// Continue from the input model's optimizer state instead of a fresh AdamW.
     #[serde(default)]
     pub resume_optimizer: bool,
 }
 
+/// A learning rate from a warmup and a schedule (pretrain and sft).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rate {
+    pub lr: f64,
+    #[serde(default)]
+    pub warmup: u64,
+    #[serde(default = "cosine")]
+    pub schedule: Schedule,
+}
+
 fn cosine() -> Schedule {
     Schedule::Cosine { min_lr: 0.0 }
+}
+
+impl Rate {
+    pub fn check(&self, steps: u64) -> Result<(), ParamError> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(invalid("lr", "must be positive"));
+        }
+        if self.warmup >= steps {
+            return Err(invalid("warmup", "must be shorter than the run"));
+        }
+        self.schedule.validate(self.lr).map_err(|e| invalid("schedule", e))
+    }
+
+    /// The learning rate of `step` in a run of `steps`.
+    pub fn at(&self, step: u64, steps: u64) -> f64 {
+        schedule::lr(&self.schedule, self.lr, self.warmup, steps, step)
+    }
 }
 
 /// `trainer_state.json` of a trained model.
@@ -116,18 +147,12 @@ pub const ROLES: &[Role] = &[
     Role { name: "data", list: false, required: true },
 ];
 
-impl Common {
+impl Optim {
     pub fn check(&self) -> Result<(), ParamError> {
-        match (self.steps, self.tokens) {
-            (Some(0), _) | (_, Some(0)) => return Err(invalid("steps", "must be positive")),
-            (Some(_), Some(_)) => return Err(invalid("tokens", "give `steps` or `tokens`, not both")),
-            (None, None) => return Err(invalid("steps", "give `steps` or `tokens`")),
-            _ => {}
-        }
         if self.eval_every == 0 {
             return Err(invalid("eval_every", "must be positive"));
         }
-        for (key, v) in [("batch", self.batch), ("accumulate", self.accumulate), ("seq_len", self.seq_len), ("eval_windows", self.eval_windows)] {
+        for (key, v) in [("batch", self.batch), ("accumulate", self.accumulate), ("seq_len", self.seq_len)] {
             if v == 0 {
                 return Err(invalid(key, "must be positive"));
             }
@@ -144,16 +169,36 @@ impl Common {
         Ok(())
     }
 
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay, decay_all: false }
+    }
+
+    /// The loop settings for a run of `steps` steps.
+    pub fn looping(&self, steps: u64) -> Loop {
+        Loop { steps, clip: self.clip, eval_every: self.eval_every, checkpoint_every: self.checkpoint_every }
+    }
+}
+
+impl Common {
+    pub fn check(&self) -> Result<(), ParamError> {
+        match (self.steps, self.tokens) {
+            (Some(0), _) | (_, Some(0)) => return Err(invalid("steps", "must be positive")),
+            (Some(_), Some(_)) => return Err(invalid("tokens", "give `steps` or `tokens`, not both")),
+            (None, None) => return Err(invalid("steps", "give `steps` or `tokens`")),
+            _ => {}
+        }
+        if self.eval_windows == 0 {
+            return Err(invalid("eval_windows", "must be positive"));
+        }
+        self.optim.check()
+    }
+
     pub fn tokens_per_step(&self) -> u64 {
-        (self.batch * self.accumulate * self.seq_len) as u64
+        (self.optim.batch * self.optim.accumulate * self.optim.seq_len) as u64
     }
 
     pub fn steps(&self) -> u64 {
         self.steps.unwrap_or_else(|| self.tokens.unwrap_or(0).div_ceil(self.tokens_per_step()))
-    }
-
-    fn adamw(&self) -> AdamWConfig {
-        AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay, decay_all: false }
     }
 }
 
@@ -165,20 +210,14 @@ impl Kind for Pretrain {
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (p, canonical): (Params, Value) = typed(with)?;
         p.common.check()?;
-        if !(p.lr > 0.0 && p.lr.is_finite()) {
-            return Err(invalid("lr", "must be positive"));
-        }
-        if p.warmup >= p.common.steps() {
-            return Err(invalid("warmup", "must be shorter than the run"));
-        }
-        p.schedule.validate(p.lr).map_err(|e| invalid("schedule", e))?;
+        p.rate.check(p.common.steps())?;
         Ok(canonical)
     }
 
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         let steps = p.common.steps();
-        let lr = |step: u64| schedule::lr(&p.schedule, p.lr, p.warmup, steps, step);
+        let lr = |step: u64| p.rate.at(step, steps);
         train_stage(task, &p.common, &lr, p.resume_optimizer, progress)
     }
 }
@@ -192,6 +231,7 @@ pub fn train_stage(
     load_optimizer: bool,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<(), StageError> {
+    let o = &common.optim;
     let model_dir = task.input("model")?;
     let data_dir = task.input("data")?;
     same_tokenizer(model_dir, data_dir)?;
@@ -204,48 +244,53 @@ pub fn train_stage(
             index.vocab_size, model.config.vocab_size
         )));
     }
-    if common.seq_len > model.config.max_position_embeddings {
-        return Err(StageError::Input(format!(
-            "seq_len {} exceeds the model's {} positions",
-            common.seq_len, model.config.max_position_embeddings
-        )));
-    }
+    check_positions(&model, o.seq_len)?;
     let train_tokens = index.tokens(data_dir, &index.train)?;
     let val_tokens = index.tokens(data_dir, &index.val)?;
-    let mut opt = AdamW::new(model.params(), common.adamw())?;
-    let optimizer_file = model_dir.join("optimizer.safetensors");
-    if load_optimizer {
-        if !optimizer_file.exists() {
-            return Err(StageError::Input("the input model has no optimizer state (`optimizer.safetensors`)".into()));
-        }
-        opt.load(&optimizer_file)?;
-    }
-    let cfg = Loop {
-        steps: common.steps(),
-        batch: common.batch,
-        accumulate: common.accumulate,
-        seq_len: common.seq_len,
-        clip: common.clip,
-        eval_every: common.eval_every,
-        eval_windows: common.eval_windows,
-        checkpoint_every: common.checkpoint_every,
-        seed: common.seed,
-    };
-    let val = if val_tokens.len() > common.seq_len { val_tokens } else { train_tokens.clone() };
-    let rows = train::run(&model, &mut opt, &cfg, lr, &train_tokens, &val, &task.resume, &mut |t| {
-        progress(&Progress {
-            step: t.step,
-            total: t.total,
-            loss: Some(t.loss),
-            tokens_per_s: Some(t.tokens_per_s),
-            eta_s: Some(t.eta_s),
-        })
-    })?;
+    let mut opt = optimizer(&model, model_dir, o, load_optimizer)?;
+    let val = if val_tokens.len() > o.seq_len { &val_tokens } else { &train_tokens };
+    let mut batches = Windows::new(&train_tokens, val, o.batch, o.accumulate, o.seq_len, common.eval_windows, o.seed)?;
+    let rows = train_loop(&model, &mut opt, &o.looping(common.steps()), lr, &mut batches, task, progress)?;
     write_outputs(&task.out, model_dir, &model, &opt, &rows)
 }
 
+pub fn check_positions(model: &Model, seq_len: usize) -> Result<(), StageError> {
+    if seq_len > model.config.max_position_embeddings {
+        return Err(StageError::Input(format!("seq_len {seq_len} exceeds the model's {} positions", model.config.max_position_embeddings)));
+    }
+    Ok(())
+}
+
+/// A fresh AdamW for `model`, or the input model's state when `load` is set.
+pub fn optimizer(model: &Model, model_dir: &Path, o: &Optim, load: bool) -> Result<AdamW, StageError> {
+    let mut opt = AdamW::new(model.params(), o.adamw())?;
+    if load {
+        let file = model_dir.join("optimizer.safetensors");
+        if !file.exists() {
+            return Err(StageError::Input("the input model has no optimizer state (`optimizer.safetensors`)".into()));
+        }
+        opt.load(&file)?;
+    }
+    Ok(opt)
+}
+
+/// Runs the loop, turning its ticks into progress reports.
+pub fn train_loop(
+    model: &Model,
+    opt: &mut AdamW,
+    cfg: &Loop,
+    lr: &dyn Fn(u64) -> f64,
+    batches: &mut dyn Batches,
+    task: &Task,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Vec<Row>, StageError> {
+    Ok(train::run(model, opt, cfg, lr, batches, &task.resume, &mut |t| {
+        progress(&Progress { step: t.step, total: t.total, loss: Some(t.loss), tokens_per_s: Some(t.tokens_per_s), eta_s: Some(t.eta_s) })
+    })?)
+}
+
 /// Fine-tuning on data tokenised differently would silently train garbage.
-fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageError> {
+pub fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageError> {
     let a = fs_err::read(model_dir.join("tokenizer.json"))?;
     let b = fs_err::read(data_dir.join("tokenizer.json"))?;
     if a != b {
@@ -254,7 +299,7 @@ fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageError> {
     Ok(())
 }
 
-fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
+pub fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
     model.save(out)?;
     opt.save(&out.join("optimizer.safetensors"))?;
     fs_err::copy(model_dir.join("tokenizer.json"), out.join("tokenizer.json"))?;
