@@ -18,9 +18,9 @@ rm -rf "$out" && mkdir -p "$out"
 cp "$root/workflows/multistage.yaml" "$out/"
 cd "$out"
 start=$(date +%s.%N)
-"$flow" apply multistage.yaml --json >run.jsonl
+"$flow" apply multistage.yaml --cache "$out/cache" --json >run.jsonl
 end=$(date +%s.%N)
-"$flow" apply multistage.yaml --json --set merge.with.density=0.7 >rerun.jsonl
+"$flow" apply multistage.yaml --cache "$out/cache" --json --set merge.with.density=0.5 >rerun.jsonl
 python3 - "$start" "$end" <<'EOF'
 import json, sys
 start, end = map(float, sys.argv[1:3])
@@ -46,9 +46,10 @@ for s in ["eval-anneal", "eval-arithmetic", "eval-sort", "eval-merge"]:
     t = m["tasks"]
     print(f"| {s.removeprefix('eval-')} | {m['val_loss']:.3f} | {t['arithmetic']['accuracy']:.0%} | {t['arithmetic']['answer_loss']:.3f} | {t['sort']['accuracy']:.0%} | {t['sort']['answer_loss']:.3f} |")
 small, zero = artifact("eval-small", "metrics.json")["val_loss"], artifact("eval-zero", "metrics.json")["val_loss"]
-print(f"\nzero growth: val loss {small!r} before, {zero!r} after ({'equal' if small == zero else 'DIFFERENT'})")
+print(f"\nright after stacking (G_stack, untrained): val loss {artifact('eval-stacked', 'metrics.json')['val_loss']:.4f}")
+print(f"zero growth: val loss {small!r} before, {zero!r} after ({'equal' if small == zero else 'DIFFERENT'})")
 grown, scratch = artifact("eval-grown", "metrics.json")["val_loss"], artifact("eval-scratch", "metrics.json")["val_loss"]
 print(f"equal FLOPs: grown then trained {grown:.4f}, from scratch {scratch:.4f}")
 rerun = stages("rerun.jsonl")
-print("\nafter --set merge.with.density=0.7, ran:", sorted(s for s, e in rerun.items() if e["status"] == "ran"))
+print("\nafter --set merge.with.density=0.5, ran:", sorted(s for s, e in rerun.items() if e["status"] == "ran"))
 EOF

@@ -84,7 +84,7 @@ fn multistage_runs_at_a_reduced_size_and_a_merge_change_reruns_only_the_tail() {
     }
     let r = p.apply("workflows/multistage.yaml", &args);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.with_status("ran").len(), 24);
+    assert_eq!(r.with_status("ran").len(), 25);
     let metrics = |stage: &str| -> serde_json::Value {
         serde_json::from_str(&p.read(&format!("cache/artifacts/{}/metrics.json", r.artifact(stage)))).unwrap()
     };
@@ -105,11 +105,11 @@ fn multistage_runs_at_a_reduced_size_and_a_merge_change_reruns_only_the_tail() {
         serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("sft-sort")))).unwrap();
     assert_eq!(report["conversations"], 400);
     assert_eq!(report["no_trainable_tokens"], 0);
-    args.extend(["--set", "merge.with.density=0.7"]);
+    args.extend(["--set", "merge.with.density=0.5"]);
     let again = p.apply("workflows/multistage.yaml", &args);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(again.with_status("ran"), ["eval-merge", "merge"]);
-    assert_eq!(again.with_status("cached").len(), 22);
+    assert_eq!(again.with_status("cached").len(), 23);
 }
 
 /// The `--set`s of the reduced multi-stage run.
@@ -138,6 +138,7 @@ const MULTISTAGE_REDUCED: &[&str] = &[
     "eval-merge.with.windows=4",
     "eval-small.with.windows=4",
     "eval-zero.with.windows=4",
+    "eval-stacked.with.windows=4",
     "eval-grown.with.windows=4",
     "eval-scratch.with.windows=4",
 ];

@@ -570,4 +570,28 @@ mod tests {
         assert_eq!(e0, (0..10).collect::<Vec<_>>(), "each epoch visits every sample once");
         assert_ne!(firsts[..10], firsts[10..20], "epochs are shuffled differently");
     }
+
+    #[test]
+    fn an_interrupted_run_resumes_to_the_same_weights_and_metrics() {
+        let t = tokenizer();
+        let s: Vec<Encoded> = (0..12).map(|i| encode(&t, &conv(&format!("what is {i} + 30?"), &format!("{}", i + 30)), LossOn::Assistant).unwrap()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let run = || {
+            let m = model(t.vocab_size());
+            let mut opt = crate::ml::optim::AdamW::new(m.params(), Default::default()).unwrap();
+            let mut b = Sft::new(s.clone(), s[..2].to_vec(), 2, 2, 64, true, 4).unwrap();
+            let cfg = crate::ml::train::Loop { steps: 6, clip: 1.0, eval_every: 3, checkpoint_every: 3 };
+            let mut ticks = 0;
+            let rows = crate::ml::train::run(&m, &mut opt, &cfg, &|_| 1e-3, &mut b, dir.path(), &mut |_| ticks += 1).unwrap();
+            let weights: Vec<Vec<f32>> = m.params().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+            (weights, rows, ticks)
+        };
+        // The first run leaves its step-3 checkpoint behind, as a run killed after step 3 would.
+        let (a, rows_a, ticks_a) = run();
+        assert!(dir.path().join("checkpoint/state.json").exists());
+        let (b, rows_b, ticks_b) = run();
+        assert_eq!((ticks_a, ticks_b), (6, 3), "the second run resumes at step 3");
+        assert_eq!(rows_a, rows_b);
+        assert_eq!(a, b);
+    }
 }

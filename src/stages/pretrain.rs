@@ -174,7 +174,7 @@ impl Optim {
     }
 
     /// The loop settings for a run of `steps` steps.
-    pub fn looping(&self, steps: u64) -> Loop {
+    pub fn loop_for(&self, steps: u64) -> Loop {
         Loop { steps, clip: self.clip, eval_every: self.eval_every, checkpoint_every: self.checkpoint_every }
     }
 }
@@ -250,7 +250,7 @@ pub fn train_stage(
     let mut opt = optimizer(&model, model_dir, o, load_optimizer)?;
     let val = if val_tokens.len() > o.seq_len { &val_tokens } else { &train_tokens };
     let mut batches = Windows::new(&train_tokens, val, o.batch, o.accumulate, o.seq_len, common.eval_windows, o.seed)?;
-    let rows = train_loop(&model, &mut opt, &o.looping(common.steps()), lr, &mut batches, task, progress)?;
+    let rows = train_loop(&model, &mut opt, &o.loop_for(common.steps()), lr, &mut batches, task, progress)?;
     write_outputs(&task.out, model_dir, &model, &opt, &rows)
 }
 

@@ -125,7 +125,7 @@ impl Kind for Sft {
         report.epochs = (p.steps as usize * o.batch * o.accumulate) as f64 / report.rows_per_epoch as f64;
         let mut opt = optimizer(&model, model_dir, o, p.resume_optimizer)?;
         let lr = |step: u64| p.rate.at(step, p.steps);
-        let rows = train_loop(&model, &mut opt, &o.looping(p.steps), &lr, &mut batches, task, progress)?;
+        let rows = train_loop(&model, &mut opt, &o.loop_for(p.steps), &lr, &mut batches, task, progress)?;
         write_outputs(&task.out, model_dir, &model, &opt, &rows)?;
         let mut json = serde_json::to_vec_pretty(&report).expect("reports serialise");
         json.push(b'\n');
