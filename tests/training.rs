@@ -179,6 +179,14 @@ fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     kind: merge
     needs: {models: [pre, other]}
     with: {method: linear}
+  filtered:
+    kind: merge
+    needs: {models: [pre], base: model}
+    with: {method: task_arithmetic, lambda: [{filter: self_attn, value: 0.0}, {value: 1.0}]}
+  uncovered:
+    kind: merge
+    needs: {models: [pre], base: model}
+    with: {method: task_arithmetic, lambda: [{filter: mlp, value: 0.5}]}
 "#,
     );
     p.write("wf.yaml", &yaml);
@@ -191,7 +199,25 @@ fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     assert_eq!(r.status("bad"), "failed");
     let tail = r.stage("bad")["log_tail"].to_string();
     assert!(tail.contains("model.embed_tokens.weight") && tail.contains("shape"), "{tail}");
+    // A filtered λ: attention stays the base's (λ = 0), everything else becomes `pre` (λ = 1).
+    let tensors = |stage: &str| {
+        candle_core::safetensors::load(p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors"), &candle_core::Device::Cpu).unwrap()
+    };
+    let (merged, base, pre) = (tensors("filtered"), tensors("model"), tensors("pre"));
+    assert_eq!(merged.len(), pre.len());
+    for (name, t) in &merged {
+        let want = if name.contains("self_attn") { &base[name] } else { &pre[name] };
+        assert_eq!(bits(t), bits(want), "{name}");
+    }
+    assert!(merged.iter().any(|(name, t)| bits(t) != bits(&pre[name])));
+    assert_eq!(r.status("uncovered"), "failed");
+    let tail = r.stage("uncovered")["log_tail"].to_string();
+    assert!(tail.contains("no rule of `lambda` applies to tensor `model."), "{tail}");
     assert_eq!(r.code, 1);
+}
+
+fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
 }
 
 #[test]
