@@ -264,3 +264,56 @@ fn a_grown_model_keeps_its_loss_under_zero_growth_and_trains_after_stacking() {
     assert_eq!(bad.status("stacked"), "failed");
     assert!(bad.stage("stacked")["log_tail"].to_string().contains("multiple"), "{:?}", bad.stage("stacked"));
 }
+
+#[test]
+fn sft_reports_what_its_data_held_and_refuses_bad_records_by_line() {
+    let p = Project::new();
+    let long = "a b c d e f g h ".repeat(20);
+    let lines = [
+        serde_json::json!({"prompt": "What is 2 + 2?", "response": "4"}),
+        serde_json::json!({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}),
+        // Nothing to learn: no assistant turn.
+        serde_json::json!({"messages": [{"role": "user", "content": "anyone there?"}]}),
+        // Longer than seq_len: cut to its start, and its whole answer with it.
+        serde_json::json!({"prompt": long, "response": "done"}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    p.write("chats.jsonl", &text);
+    p.write("broken.jsonl", "{\"prompt\": \"x\", \"response\": \"y\"}\n{\"prompt\": \"x <|im_end|>\", \"response\": \"y\"}\n");
+    p.write("notes.txt", "not a conversation\n");
+    let mut yaml = pipeline(10);
+    yaml.push_str(
+        r#"  tuned:
+    kind: sft
+    needs: {model: pre}
+    inputs: [chats.jsonl]
+    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3, val_fraction: 0.0}
+  broken:
+    kind: sft
+    needs: {model: pre}
+    inputs: [broken.jsonl]
+    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3}
+  notes:
+    kind: sft
+    needs: {model: pre}
+    inputs: [notes.txt]
+    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3}
+"#,
+    );
+    p.write("wf.yaml", &yaml);
+    let r = p.apply("wf.yaml", &["--keep-going"]);
+    assert_eq!(r.status("tuned"), "ran", "{}", r.stderr);
+    let report: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("tuned")))).unwrap();
+    assert_eq!(report["conversations"], 4);
+    assert_eq!(report["train_conversations"], 2);
+    assert_eq!(report["truncated"], 1);
+    assert!(report["trainable_tokens_dropped"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["no_trainable_tokens"], 2);
+    assert_eq!(report["no_trainable_examples"], serde_json::json!(["chats.jsonl:3", "chats.jsonl:4"]));
+    assert_eq!(metrics(&p, &r, "tuned").len(), 3);
+    assert_eq!(r.status("broken"), "failed");
+    let tail = r.stage("broken")["log_tail"].to_string();
+    assert!(tail.contains("broken.jsonl` line 2") && tail.contains("reserved token `<|im_end|>`"), "{tail}");
+    assert_eq!(r.status("notes"), "failed");
+    assert!(r.stage("notes")["log_tail"].to_string().contains("is not one"));
+}

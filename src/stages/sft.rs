@@ -111,7 +111,10 @@ impl Kind for Sft {
             }
             files.push(dir.join(&p.file));
         }
-        files.extend(task.files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")).cloned());
+        if let Some(other) = task.files.iter().find(|f| f.extension().is_none_or(|e| e != "jsonl")) {
+            return Err(StageError::Input(format!("sft reads conversations from `.jsonl` files; `{}` is not one", other.display())));
+        }
+        files.extend(task.files.iter().cloned());
         if files.is_empty() {
             return Err(StageError::Input("an sft stage needs a `data` stage or `.jsonl` files in `inputs:`".into()));
         }
