@@ -158,4 +158,25 @@ pub(crate) mod conformance {
         let dir = tempfile::tempdir().unwrap();
         suite(Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap())).await;
     }
+
+    /// A real S3-compatible server: the one scripts/test.sh starts on loopback.
+    #[tokio::test]
+    #[ignore = "needs the S3-compatible server scripts/test.sh starts"]
+    async fn s3_backend_conforms() {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"));
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(var("FLOW_TEST_S3_ENDPOINT"))
+            .with_bucket_name(var("FLOW_TEST_S3_BUCKET"))
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .unwrap();
+        // A prefix of its own, so runs sharing the server never see each other's objects.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let prefix = format!("conformance-{}-{nanos}", std::process::id());
+        suite(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))).await;
+    }
 }
