@@ -8,5 +8,6 @@ mod cli;
 mod concurrency;
 mod examples;
 mod malformed;
+mod remote;
 mod store;
 mod training;

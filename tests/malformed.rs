@@ -37,7 +37,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("run on a built-in kind", "version: 1\nstages:\n  a:\n    kind: corpus\n    run: 'true'\n", "only allowed on `kind: command`", "wf.yaml:5:10"),
     ("bad device", "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n", "invalid device", "wf.yaml:5:13"),
     ("unknown default", "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
-    ("remote not supported yet", "version: 1\nstore: {remote: 's3://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` is not supported yet", "wf.yaml:2:17"),
+    ("remote with an unknown scheme", "version: 1\nstore: {remote: 'gs://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` must be `s3://bucket/prefix`", "wf.yaml:2:17"),
     ("two documents", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n", "exactly one YAML document", "wf.yaml:4:1"),
     ("nul byte", "version: 1\nstages:\n  a: {kind: command, run: \"tr\\0ue\"}\n", "NUL", "wf.yaml:3:"),
     ("deep nesting", "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n", "nesting deeper", "wf.yaml:3:"),

@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::exec::plan::State;
-use crate::exec::{self, ExecError, apply, lockfile};
+use crate::exec::{self, ExecError, apply, lockfile, share};
 use crate::spec::{self, Override, SpecErrors, Workflow};
 use crate::stages::Registry;
+use crate::store::remote::Remote;
 use crate::store::{Store, StoreError};
 use report::Reporter;
 
@@ -82,6 +83,34 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
     },
+    /// Publish the artifacts a workflow's lock file names to the remote.
+    ///
+    /// For what an apply without `--push` left in the local store. Each artifact goes blobs,
+    /// then manifest, then record; what the remote already has is not sent again.
+    Push {
+        /// The workflow whose lock file (`<workflow>.lock`) names the artifacts.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the artifacts a workflow's lock file names from the remote, verified.
+    ///
+    /// A teammate commits the lock file; `flow pull` fetches exactly its artifacts (or those
+    /// of the named stages) into the local store without running anything.
+    Pull {
+        /// The workflow whose lock file (`<workflow>.lock`) names the artifacts.
+        file: PathBuf,
+        /// Only these stages (default: every stage in the lock file).
+        stages: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete store objects no lock file and no recent run references.
     Gc {
         /// Workflows whose lock files name artifacts to keep.
@@ -92,6 +121,11 @@ enum Command {
         /// Report what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
+        /// Collect on the remote instead of the local store: the given URL, else the first
+        /// workflow's `store.remote`, else `FLOW_REMOTE`. Blobs are deleted only while no lease
+        /// is live, and never if uploaded within the kept days.
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        remote: Option<String>,
     },
     /// Run one built-in stage from a task file (what `flow apply` starts; not for direct use).
     #[command(hide = true)]
@@ -146,12 +180,33 @@ struct ApplyArgs {
     /// Never draw a live progress bar.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Publish every artifact to the remote as it is produced or found (`store.push: true`
+    /// does the same).
+    #[arg(long, conflicts_with = "offline")]
+    push: bool,
+    /// Run a stage even while another machine holds its lease on the remote.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Debug, clap::Args)]
 struct PlanArgs {
     #[command(flatten)]
     selection: Selection,
+}
+
+#[derive(Debug, clap::Args)]
+struct RemoteArgs {
+    /// The shared store: `s3://bucket/prefix` or `file:///dir` (default: the workflow's
+    /// `store.remote`). S3 credentials, region and endpoint come from the AWS variables
+    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...) and `~/.aws/config`.
+    #[arg(long, env = "FLOW_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// Never touch the remote, even if one is configured.
+    #[arg(long)]
+    offline: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -190,6 +245,9 @@ impl From<SpecErrors> for Failure {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::BadRemote { .. }) {
+            return Failure::new(exit::INVALID, e);
+        }
         let hint = matches!(e, StoreError::Corrupt { .. } | StoreError::BadManifest { .. } | StoreError::BadRecord { .. })
             .then_some("run `flow verify --repair` to drop corrupt objects; the next apply re-runs what they held");
         Failure { code: exit::STORE, error: Box::new(e), hint: hint.map(Into::into) }
@@ -257,7 +315,10 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Show { file, stage, json, plot, sets } => show_cmd(cli.cache, &file, &stage, &sets, json, plot.as_deref()).await,
         Command::RunStage { task } => run_stage(&task),
         Command::Checkout { file, stage, to, sets } => checkout_cmd(cli.cache, &file, &stage, &sets, &to).await,
-        Command::Gc { workflows, keep_days, dry_run } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: None } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: Some(url) } => remote_gc_cmd(&workflows, url, keep_days, dry_run).await,
+        Command::Push { file, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Push).await,
+        Command::Pull { file, stages, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Pull(stages)).await,
         Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => {
             let mut out = String::new();
@@ -323,14 +384,40 @@ fn load(cache: Option<PathBuf>, sel: &Selection) -> Result<Loaded, Failure> {
     Ok(Loaded { prepared, store })
 }
 
+/// The remote to use: none when offline, else `--remote`/`FLOW_REMOTE`, else the workflow's
+/// `store.remote`.
+fn open_remote(args: &RemoteArgs, workflow: &Workflow) -> Result<Option<Arc<Remote>>, Failure> {
+    if args.offline {
+        return Ok(None);
+    }
+    let Some(url) = args.remote.as_ref().or(workflow.store.remote.as_ref()) else { return Ok(None) };
+    Ok(Some(Arc::new(Remote::open(url)?)))
+}
+
+fn reporter_sink(json: bool, progress: bool) -> apply::Sink {
+    let progress = !json && progress && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
+    let reporter = if json { Reporter::Json } else { Reporter::human(progress) };
+    Arc::new(move |e| reporter.event(e))
+}
+
 async fn apply_cmd(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failure> {
     let Loaded { prepared, store } = load(cache, &args.selection)?;
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let progress = !args.selection.json && !args.no_progress && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none();
-    let reporter = Arc::new(if args.selection.json { Reporter::Json } else { Reporter::human(progress) });
-    let sink_reporter = Arc::clone(&reporter);
-    let sink: apply::Sink = Arc::new(move |e| sink_reporter.event(e));
-    let opts = apply::Options { jobs, keep_going: args.keep_going, force: args.selection.force.iter().cloned().collect() };
+    let remote = open_remote(&args.remote, &prepared.workflow)?;
+    let push = !args.remote.offline && (args.push || prepared.workflow.store.push);
+    if push && remote.is_none() {
+        return Err(Failure::new(exit::INVALID, "pushing needs a remote")
+            .hint("set `store.remote` in the workflow, or pass `--remote URL` or FLOW_REMOTE"));
+    }
+    let sink = reporter_sink(args.selection.json, !args.no_progress);
+    let opts = apply::Options {
+        jobs,
+        keep_going: args.keep_going,
+        force: args.selection.force.iter().cloned().collect(),
+        remote,
+        push,
+        no_wait: args.no_wait,
+    };
     let cancel = async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -349,6 +436,37 @@ async fn apply_cmd(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failur
     } else {
         exit::OK
     })
+}
+
+enum Share {
+    Push,
+    Pull(Vec<String>),
+}
+
+async fn share_cmd(cache: Option<PathBuf>, file: &Path, args: &RemoteArgs, json: bool, what: Share) -> Result<u8, Failure> {
+    let workflow = spec::load(file, &[])?;
+    let remote = open_remote(args, &workflow)?.ok_or_else(|| {
+        Failure::new(exit::INVALID, format!("`{}` names no remote", file.display()))
+            .hint("set `store.remote` in the workflow, or pass `--remote URL` or FLOW_REMOTE")
+    })?;
+    let lock_path = lockfile::path_for(file);
+    let lock = lockfile::LockFile::read(&lock_path).map_err(|e| Failure::new(exit::INVALID, e))?;
+    if lock.stages.is_empty() {
+        return Err(Failure::new(exit::INVALID, format!("`{}` is missing or empty", lock_path.display()))
+            .hint(format!("run `flow apply {}` first (or commit its lock file)", file.display())));
+    }
+    let store = open_store(&cache_root(cache, Some(&workflow), &workflow.dir))?;
+    let sink = reporter_sink(json, true);
+    let summary = match what {
+        Share::Push => share::push(&lock, &store, &remote, &sink).await?,
+        Share::Pull(stages) => {
+            if let Some(s) = stages.iter().find(|s| !lock.stages.contains_key(*s)) {
+                return Err(Failure::new(exit::INVALID, format!("`{s}` is not a stage of `{}`", lock_path.display())));
+            }
+            share::pull(&lock, &stages, &store, &remote, &sink).await?
+        }
+    };
+    Ok(if summary.failed > 0 { exit::STAGE_FAILED } else { exit::OK })
 }
 
 async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure> {
@@ -483,6 +601,40 @@ async fn gc_cmd(cache: Option<PathBuf>, workflows: &[PathBuf], keep_days: u64, d
         r.removed_trees,
         r.removed_scratch
     ));
+    Ok(exit::OK)
+}
+
+async fn remote_gc_cmd(workflows: &[PathBuf], url: String, keep_days: u64, dry_run: bool) -> Result<u8, Failure> {
+    let mut keep = HashSet::new();
+    let mut configured = None;
+    for w in workflows {
+        let workflow = spec::load(w, &[])?;
+        let lock = lockfile::LockFile::read(&lockfile::path_for(w)).map_err(|e| Failure::new(exit::INVALID, e))?;
+        keep.extend(lock.stages.values().map(|l| l.fingerprint));
+        configured = configured.or(workflow.store.remote);
+    }
+    let url = Some(url).filter(|u| !u.is_empty()).or(configured).or_else(|| std::env::var("FLOW_REMOTE").ok());
+    let Some(url) = url else {
+        return Err(Failure::new(exit::INVALID, "`flow gc --remote` needs a remote")
+            .hint("pass `--remote URL`, name a workflow with `store.remote`, or set FLOW_REMOTE"));
+    };
+    let remote = Remote::open(&url)?;
+    let cutoff = SystemTime::now() - Duration::from_secs(keep_days * 86_400);
+    let r = remote.gc(&keep, cutoff, dry_run).await?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut text = format!(
+        "gc {}: kept {} records; {verb} {} records, {} blobs ({}), {} stale leases\n",
+        remote.url(),
+        r.kept_records,
+        r.removed_records,
+        r.removed_blobs,
+        human_bytes(r.freed_bytes),
+        r.removed_leases
+    );
+    if r.live_leases > 0 {
+        text.push_str(&format!("gc: {} live lease(s): no blob was removed, since their runs may be uploading\n", r.live_leases));
+    }
+    print_stderr(&text);
     Ok(exit::OK)
 }
 

@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exec::{Event, StageOutcome, Status, Summary};
 use crate::stages::Progress;
+use super::human_bytes;
+use crate::store::remote::{Direction, Transfer};
 
 pub enum Reporter {
     Human(Human),
@@ -81,9 +83,14 @@ impl Human {
                     bar.set_length(*stages as u64);
                 }
             }
-            Event::StageWaiting { stage, .. } => {
+            Event::StageWaiting { stage, holder: None, .. } => {
                 self.line(format!("{:>9} {:>10} {stage} (another run of the same fingerprint holds its lock)", "WAITING", ""));
             }
+            Event::StageWaiting { stage, holder: Some(holder), .. } => {
+                self.line(format!("{:>9} {:>10} {stage} (the remote lease is held by {holder})", "WAITING", ""));
+            }
+            Event::StageTransfer { stage, transfer } => self.transfer(stage, transfer),
+            Event::Notice { stage, message } => self.line(format!("{:>9} {:>10} {stage}: {message}", "WARNING", "")),
             Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
             Event::StageProgress { stage, progress } => self.progress(stage, progress),
             Event::Stage(o) => {
@@ -131,12 +138,49 @@ impl Human {
         }
     }
 
+    /// Uploads and downloads: bytes, rate and ETA in the bar's message on a TTY; elsewhere a
+    /// line at every quarter of a transfer of at least 64 MiB.
+    fn transfer(&self, stage: &str, t: &Transfer) {
+        let arrow = match t.direction {
+            Direction::Download => "↓",
+            Direction::Upload => "↑",
+        };
+        let rate = if t.seconds > 0.0 { t.done as f64 / t.seconds } else { 0.0 };
+        let mut text = format!("{stage} {arrow} {}/{} {}/s", human_bytes(t.done), human_bytes(t.total), human_bytes(rate as u64));
+        if rate > 0.0 && t.done < t.total {
+            let eta = ((t.total - t.done) as f64 / rate).round() as u64;
+            text.push_str(&format!(" ETA {}", humantime::format_duration(Duration::from_secs(eta))));
+        }
+        match &self.bar {
+            Some(bar) => {
+                let mut running = self.running.lock().expect("reporter lock");
+                match running.iter_mut().find(|r| r.split(' ').next() == Some(stage)) {
+                    Some(r) => *r = text,
+                    None => running.push(text),
+                }
+                bar.set_message(running.join(", "));
+            }
+            None => {
+                let quarter = (t.total / 4).max(1);
+                if t.total >= 64 << 20 && t.done < t.total && t.done / quarter != t.done.saturating_sub(1) / quarter {
+                    self.line(format!("{:>9} {:>10} {text}", "TRANSFER", ""));
+                }
+            }
+        }
+    }
+
     fn status_line(&self, o: &StageOutcome) -> String {
         let short = o.artifact.map(|a| a.short()).unwrap_or_default();
         let time = format!("[{:>7.3}s]", o.seconds);
+        let pushed = match o.pushed {
+            Some(0) => " (already on the remote)".to_owned(),
+            Some(n) => format!(" (pushed {})", human_bytes(n)),
+            None => String::new(),
+        };
         match o.status {
-            Status::Ran => format!("{:>9} {time} {} {short}", "RAN", o.stage),
-            Status::Cached => format!("{:>9} {time} {} {short}", "CACHED", o.stage),
+            Status::Ran => format!("{:>9} {time} {} {short}{pushed}", "RAN", o.stage),
+            Status::Cached => format!("{:>9} {time} {} {short}{pushed}", "CACHED", o.stage),
+            Status::Downloaded => format!("{:>9} {time} {} {short}", "DOWNLOADED", o.stage),
             Status::Skipped => {
                 format!("{:>9} {:>10} {} ({})", "SKIPPED", "", o.stage, o.reason.as_deref().unwrap_or("skipped"))
             }
@@ -155,14 +199,15 @@ impl Human {
 }
 
 pub fn summary_line(s: &Summary) -> String {
-    let total = s.ran + s.cached + s.failed + s.skipped;
+    let total = s.ran + s.cached + s.downloaded + s.failed + s.skipped;
     let mut text = format!(
-        "{:>9} [{:>7.3}s] {total} stage{}: {} ran, {} cached, {} failed, {} skipped",
+        "{:>9} [{:>7.3}s] {total} stage{}: {} ran, {} cached, {}{} failed, {} skipped",
         "Summary",
         s.seconds,
         if total == 1 { "" } else { "s" },
         s.ran,
         s.cached,
+        if s.downloaded > 0 { format!("{} downloaded, ", s.downloaded) } else { String::new() },
         s.failed,
         s.skipped
     );

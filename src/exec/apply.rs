@@ -20,13 +20,19 @@ use crate::hash::{Digest, Fingerprint};
 use crate::spec::Workflow;
 use crate::stages::{Progress, Task};
 use crate::stages::command::env_value;
-use crate::store::{Provenance, Store, StoreError};
+use crate::store::remote::{self, Claim, Holder, Lease, OnTransfer, Published, Remote};
+use crate::store::{Provenance, Record, Store, StoreError};
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub jobs: usize,
     pub keep_going: bool,
     pub force: BTreeSet<String>,
+    /// The shared tier: looked up after the local store, and published to with `push`.
+    pub remote: Option<Arc<Remote>>,
+    pub push: bool,
+    /// Run a stage even when another machine holds its lease.
+    pub no_wait: bool,
 }
 
 pub type Sink = Arc<dyn Fn(&Event) + Send + Sync>;
@@ -105,6 +111,9 @@ pub async fn apply(
                 index: i,
                 fingerprint: recipe.fingerprint(),
                 force: opts.force.contains(&p.workflow.stages[i].name),
+                remote: opts.remote.clone(),
+                push: opts.push,
+                no_wait: opts.no_wait,
                 sink: Arc::clone(&sink),
                 cancel: cancel_rx.clone(),
                 upstream,
@@ -139,7 +148,7 @@ pub async fn apply(
         summary.count(done.outcome.status);
         summary.store_error |= done.store_error;
         match done.outcome.status {
-            Status::Ran | Status::Cached => {
+            Status::Ran | Status::Cached | Status::Downloaded => {
                 let artifact = done.outcome.artifact.expect("successful stages have an artifact");
                 let fingerprint = done.outcome.fingerprint.expect("successful stages have a fingerprint");
                 artifacts.insert(i, artifact);
@@ -215,16 +224,28 @@ fn skipped(p: &Prepared, i: usize, reason: String) -> StageOutcome {
         reason: Some(reason),
         log: None,
         log_tail: Vec::new(),
+        pushed: None,
     }
 }
 
-/// One stage's journey: cache lookup, run lock, run, commit.
+/// What the remote says about a stage that has no local record.
+enum Turn {
+    /// Its artifact was downloaded (or the wait for it was interrupted).
+    Done(StageOutcome),
+    /// Run it here, holding the lease if one was taken.
+    Run(Option<Lease>),
+}
+
+/// One stage's journey: cache lookup (local, then remote), run lock, lease, run, commit, push.
 struct StageRun {
     p: Arc<Prepared>,
     store: Arc<Store>,
     index: usize,
     fingerprint: Fingerprint,
     force: bool,
+    remote: Option<Arc<Remote>>,
+    push: bool,
+    no_wait: bool,
     sink: Sink,
     cancel: watch::Receiver<bool>,
     /// Artifact digests of the stages this one needs, by stage index.
@@ -246,6 +267,7 @@ impl StageRun {
             reason: None,
             log: None,
             log_tail: Vec::new(),
+            pushed: None,
         }
     }
 
@@ -263,21 +285,150 @@ impl StageRun {
         Done { index: self.index, outcome, store_error: true }
     }
 
+    /// The local record, else the remote's (downloaded). With `--push`, a local hit the remote
+    /// is not known to have is published.
     async fn cached(&self, started: Instant) -> Result<Option<StageOutcome>, StoreError> {
         if self.force {
             return Ok(None);
         }
         let Some(record) = self.store.record(&self.fingerprint).await? else {
-            tracing::debug!(stage = self.name(), "no record");
-            return Ok(None);
+            tracing::debug!(stage = self.name(), "no local record");
+            return self.downloaded(started).await;
         };
         tracing::debug!(stage = self.name(), artifact = %record.artifact, "record found");
         self.store.materialize(&record.artifact).await?;
-        Ok(Some(self.outcome(Status::Cached, Some(record.artifact), started.elapsed().as_secs_f64())))
+        let mut outcome = self.outcome(Status::Cached, Some(record.artifact), started.elapsed().as_secs_f64());
+        if let Some(remote) = self.publishing()
+            && !self.store.known_on_remote(&remote.id(), &self.fingerprint)
+        {
+            outcome.pushed = Some(self.publish(remote, &record).await?);
+        }
+        Ok(Some(outcome))
+    }
+
+    /// The remote to publish to, with `--push`.
+    fn publishing(&self) -> Option<&Remote> {
+        self.remote.as_deref().filter(|_| self.push)
+    }
+
+    async fn publish(&self, remote: &Remote, record: &Record) -> Result<u64, StoreError> {
+        let published = remote.publish(&self.store, record, self.on_transfer()).await?;
+        Ok(match published {
+            Published::Created { bytes } => bytes,
+            Published::AlreadyThere => 0,
+        })
+    }
+
+    fn on_transfer(&self) -> OnTransfer {
+        on_transfer(&self.sink, self.name())
+    }
+
+    fn notice(&self, message: String) {
+        (self.sink)(&Event::Notice { stage: self.name().to_owned(), message });
+    }
+
+    /// Downloads the remote's artifact of this fingerprint, if it has one. A remote object
+    /// that is missing, corrupt or hostile is reported and not used: the stage then runs here.
+    /// Only local failures (a full disk) are errors.
+    async fn downloaded(&self, started: Instant) -> Result<Option<StageOutcome>, StoreError> {
+        let Some(remote) = self.remote.as_deref() else { return Ok(None) };
+        let fetched = async {
+            let Some(record) = remote.record(&self.fingerprint).await? else { return Ok(None) };
+            remote.fetch(&self.store, &record, self.on_transfer()).await?;
+            Ok(Some(record))
+        };
+        let record = match fetched.await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(None),
+            Err(e @ StoreError::Io(_)) => return Err(e),
+            Err(e) => {
+                self.notice(format!("{}; running it here", error_chain(&e)));
+                return Ok(None);
+            }
+        };
+        self.store.materialize(&record.artifact).await?;
+        Ok(Some(self.outcome(Status::Downloaded, Some(record.artifact), started.elapsed().as_secs_f64())))
+    }
+
+    /// Before running: download a result that appeared meanwhile, or take the fingerprint's
+    /// lease (with `--push`), or wait while another machine's live lease is renewed — taking
+    /// it over once its holder has been silent for the lease's time-to-live.
+    async fn turn(&self, remote: &Remote, started: Instant) -> Result<Turn, StoreError> {
+        let ttl = remote::lease_ttl();
+        let me = Holder::me(self.name(), &self.p.workflow.name, ttl);
+        let poll = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let mut seen: Option<(String, Instant)> = None;
+        let mut announced = None;
+        loop {
+            if let Some(hit) = self.downloaded(started).await? {
+                return Ok(Turn::Done(hit));
+            }
+            let claim = if self.push { remote.claim(&self.fingerprint, &me).await } else { remote.lease(&self.fingerprint).await };
+            let (holder, version) = match claim {
+                Ok(Claim::Taken(lease)) => return self.taken(lease, started).await,
+                Ok(Claim::Free) => return Ok(Turn::Run(None)),
+                Ok(Claim::Held { holder, version }) => (holder, version),
+                Err(e) => {
+                    self.notice(format!("cannot use leases: {}; running without one", error_chain(&e)));
+                    return Ok(Turn::Run(None));
+                }
+            };
+            if self.no_wait {
+                return Ok(Turn::Run(None));
+            }
+            let who = holder.as_ref().map_or_else(|| "an unreadable lease".to_owned(), Holder::to_string);
+            let expiry = holder.as_ref().map_or(ttl, |h| Duration::from_secs(h.ttl_seconds.clamp(1, 3600)));
+            match &seen {
+                // Expiry is measured on this machine's clock, from when this state of the lease
+                // was first seen: clocks of other machines are never trusted.
+                Some((v, since)) if *v == version => {
+                    if since.elapsed() > expiry {
+                        if !self.push {
+                            return Ok(Turn::Run(None));
+                        }
+                        if let Some(lease) = remote.take_over(&self.fingerprint, &me, &version).await? {
+                            self.notice(format!("took over the lease of {who}: not renewed for {}s", expiry.as_secs()));
+                            return self.taken(lease, started).await;
+                        }
+                        seen = None;
+                    }
+                }
+                _ => seen = Some((version, Instant::now())),
+            }
+            if announced.as_ref() != Some(&who) {
+                (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: self.fingerprint, holder: Some(who.clone()) });
+                announced = Some(who);
+            }
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = cancel.changed() => {}
+            }
+            if *self.cancel.borrow() {
+                return Ok(Turn::Done(self.failed_outcome(started, "interrupted".into(), None)));
+            }
+        }
+    }
+
+    /// A lease was just taken: the holder before us may have published and released between
+    /// our lookup and our claim, so look once more.
+    async fn taken(&self, lease: Lease, started: Instant) -> Result<Turn, StoreError> {
+        match self.downloaded(started).await {
+            Ok(Some(hit)) => {
+                lease.release().await;
+                Ok(Turn::Done(hit))
+            }
+            Ok(None) => Ok(Turn::Run(Some(lease))),
+            Err(e) => {
+                lease.release().await;
+                Err(e)
+            }
+        }
     }
 
     /// Runs the stage: takes its run lock, looks once more (another process may have
-    /// finished it meanwhile), runs the process and commits the output.
+    /// finished it meanwhile), settles with the remote, runs the process, commits the output
+    /// and publishes it. The lease, if taken, is released whatever happens.
     async fn attempt(&self, started: Instant) -> Result<StageOutcome, StoreError> {
         let store = Arc::clone(&self.store);
         let fp = self.fingerprint;
@@ -291,7 +442,7 @@ impl StageRun {
                 break lock;
             }
             if !announced {
-                (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: fp });
+                (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: fp, holder: None });
                 announced = true;
             }
             if *self.cancel.borrow() {
@@ -303,6 +454,24 @@ impl StageRun {
         if let Some(hit) = self.cached(started).await? {
             return Ok(hit);
         }
+        let lease = match self.remote.as_deref().filter(|_| !self.force) {
+            Some(remote) => match self.turn(remote, started).await? {
+                Turn::Done(outcome) => return Ok(outcome),
+                Turn::Run(lease) => lease,
+            },
+            None => None,
+        };
+        let result = self.execute(started).await;
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+        drop(lock);
+        result
+    }
+
+    /// Runs the process, commits its output and, with `--push`, publishes it.
+    async fn execute(&self, started: Instant) -> Result<StageOutcome, StoreError> {
+        let fp = self.fingerprint;
         if *self.cancel.borrow() {
             return Ok(self.failed_outcome(started, "interrupted".into(), None));
         }
@@ -329,7 +498,6 @@ impl StageRun {
             Exit::Cancelled => Some("interrupted".into()),
         };
         if let Some(why) = why {
-            drop(lock);
             return Ok(self.failed_outcome(started, why, Some(log)));
         }
         let stage = &self.p.workflow.stages[self.index];
@@ -355,8 +523,13 @@ impl StageRun {
             Err(e) => return Err(e),
         };
         self.store.clear_scratch(&fp)?;
-        drop(lock);
-        Ok(self.outcome(Status::Ran, Some(record.artifact), started.elapsed().as_secs_f64()))
+        let pushed = match self.publishing() {
+            Some(remote) => Some(self.publish(remote, &record).await?),
+            None => None,
+        };
+        let mut outcome = self.outcome(Status::Ran, Some(record.artifact), started.elapsed().as_secs_f64());
+        outcome.pushed = pushed;
+        Ok(outcome)
     }
 
     fn failed_outcome(&self, started: Instant, why: String, log: Option<std::path::PathBuf>) -> StageOutcome {
@@ -445,7 +618,13 @@ fn summary(last: Option<&Progress>) -> serde_json::Map<String, serde_json::Value
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// Reports a stage's transfers as [`Event::StageTransfer`]s.
+pub(super) fn on_transfer(sink: &Sink, stage: &str) -> OnTransfer {
+    let (sink, stage) = (Arc::clone(sink), stage.to_owned());
+    Arc::new(move |transfer| sink(&Event::StageTransfer { stage: stage.clone(), transfer }))
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

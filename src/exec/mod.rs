@@ -5,7 +5,8 @@
 //! and why. [`apply`](apply::apply) walks the DAG: for each ready stage it computes the
 //! fingerprint ([`fingerprint`]), restores a hit, or runs the stage as a child process
 //! ([`runner`]) and commits its output; it reports through [`Event`]s and updates the lock
-//! file. This module is the only one that decides what invalidates a cache entry.
+//! file. [`share`] moves the artifacts a lock file names to and from the remote. This module is
+//! the only one that decides what invalidates a cache entry.
 
 pub mod apply;
 pub mod event;
@@ -13,6 +14,7 @@ pub mod fingerprint;
 pub mod lockfile;
 pub mod plan;
 pub mod runner;
+pub mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

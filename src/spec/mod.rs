@@ -290,20 +290,14 @@ impl Validator<'_> {
         if let Some(n) = node.get("local") {
             out.local = self.string(n, "`store.local`").map(PathBuf::from);
         }
-        // Accepted by the language, refused until remotes exist: a setting that is silently
-        // ignored would let a team believe its checkpoints are shared.
-        for key in ["remote", "push"] {
-            if let Some(n) = node.get(key) {
-                self.error_help(
-                    n.span,
-                    format!("`store.{key}` is not supported yet"),
-                    "not supported yet",
-                    "remote stores (S3) are planned; for now artifacts stay in the local store".into(),
-                );
+        if let Some(n) = node.get("remote")
+            && let Some(url) = self.string(n, "`store.remote`")
+        {
+            if url.starts_with("s3://") || url.starts_with("file:///") {
+                out.remote = Some(url);
+            } else {
+                self.error(n.span, "`store.remote` must be `s3://bucket/prefix` or `file:///absolute/dir`", "unsupported remote URL");
             }
-        }
-        if let Some(n) = node.get("remote") {
-            out.remote = self.string(n, "`store.remote`");
         }
         if let Some(n) = node.get("salt") {
             out.salt = self.string(n, "`store.salt`");

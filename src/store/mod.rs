@@ -11,17 +11,19 @@
 //! scratch/<fingerprint>/   the working directory of a run: `out/` and resume state
 //! logs/<fingerprint>.log   the output of the last run of a fingerprint
 //! state/files.json         the stat cache of input file digests
+//! state/remotes/<id>/<fp>  marks: the remote named <id> holds the record of <fp>
 //! ```
 //!
 //! Records and manifests go through `object_store` (`LocalFileSystem` here, S3 for remotes),
 //! whose create-if-absent puts give the write-once guarantee. Output files enter `cas/` by a
 //! rename from the run's scratch directory, which is on the same filesystem: a 10 GB checkpoint
 //! is never copied. The write order blobs → manifest → record means a crash at any point leaves
-//! no record that points at missing data.
+//! no record that points at missing data. The shared tier above it is [`remote::Remote`].
 
 pub mod cas;
 pub mod manifest;
 pub mod record;
+pub mod remote;
 
 use std::collections::{BTreeSet, HashSet};
 use std::io;
@@ -62,6 +64,8 @@ pub enum StoreError {
         #[source]
         source: ManifestError,
     },
+    #[error("remote `{url}` cannot be used: {why}")]
+    BadRemote { url: String, why: String },
     #[error("stage output `{path}` is not allowed: {why}")]
     BadOutput { path: PathBuf, why: String },
 }
@@ -154,6 +158,33 @@ impl Store {
         let key = cas::blob_path(artifact).to_string();
         let bytes = cas::blob(self.objects(), artifact).await?.ok_or(StoreError::Missing { key: key.clone() })?;
         Manifest::parse(&bytes).map_err(|source| StoreError::BadManifest { key, source })
+    }
+
+    /// Moves a downloaded blob, already verified against `digest`, into `cas/`.
+    fn adopt_blob(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), StoreError> {
+        let blob = self.blob_file(digest);
+        fs_err::create_dir_all(blob.parent().expect("blob has a shard dir"))?;
+        set_readonly(tmp.path(), false)?;
+        tmp.persist(&blob).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn remote_mark(&self, remote: &str, fp: &Fingerprint) -> PathBuf {
+        self.root.join("state").join("remotes").join(remote).join(fp.to_string())
+    }
+
+    /// Remembers that the remote named `remote` ([`remote::Remote::id`]) has the record of
+    /// `fp`, so a later `--push` does not ask it again.
+    fn mark_on_remote(&self, remote: &str, fp: &Fingerprint) -> Result<(), StoreError> {
+        let mark = self.remote_mark(remote, fp);
+        fs_err::create_dir_all(mark.parent().expect("marks have a directory"))?;
+        fs_err::write(mark, b"")?;
+        Ok(())
+    }
+
+    /// Whether `fp` is known to be published on the remote named `remote`.
+    pub fn known_on_remote(&self, remote: &str, fp: &Fingerprint) -> bool {
+        self.remote_mark(remote, fp).exists()
     }
 
     /// Takes the run lock of `fp` if no other process holds it.
