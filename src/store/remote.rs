@@ -528,6 +528,10 @@ impl Remote {
     }
 }
 
+/// A lease not renewed for this long belongs to a dead run, whatever its time-to-live (waiters
+/// cap it at an hour), with an hour's margin for clocks that disagree.
+pub const LEASE_STALE: Duration = Duration::from_secs(2 * 3600);
+
 /// What [`Remote::gc`] did (or would do, when `dry_run`).
 #[derive(Debug, Default)]
 pub struct RemoteGc {
@@ -544,8 +548,8 @@ pub struct RemoteGc {
 impl Remote {
     /// Deletes records that are neither in `keep` nor written after `cutoff`, then the blobs no
     /// kept record needs — but only blobs older than `cutoff` (an upload in progress writes its
-    /// blobs before its record), and none at all while a lease newer than `cutoff` exists.
-    /// Leases older than `cutoff` were left by dead runs and are deleted.
+    /// blobs before its record), and none at all while a lease is live (renewed within
+    /// [`LEASE_STALE`]). Leases older than that were left by dead runs and are deleted.
     pub async fn gc(&self, keep: &std::collections::HashSet<Fingerprint>, cutoff: SystemTime, dry_run: bool) -> Result<RemoteGc, StoreError> {
         let mut report = RemoteGc { dry_run, ..Default::default() };
         let recent = |meta: &object_store::ObjectMeta| SystemTime::from(meta.last_modified) >= cutoff;
@@ -561,8 +565,9 @@ impl Remote {
                 Err(e) => Err(self.object_error(&path, e)),
             }
         };
+        let stale = SystemTime::now() - LEASE_STALE;
         for lease in list("leases").await? {
-            if recent(&lease) {
+            if SystemTime::from(lease.last_modified) >= stale {
                 report.live_leases += 1;
             } else {
                 report.removed_leases += 1;
@@ -653,4 +658,218 @@ pub fn aws_settings() -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, PutMultipartOptions, PutResult,
+    };
+
+    use super::*;
+    use crate::store::Provenance;
+
+    /// A local store holding one committed artifact of `files`.
+    async fn local(files: &[(&str, Vec<u8>)]) -> (tempfile::TempDir, Store, Record) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let out = dir.path().join("out");
+        fs_err::create_dir_all(&out).unwrap();
+        for (name, bytes) in files {
+            fs_err::create_dir_all(out.join(name).parent().unwrap()).unwrap();
+            fs_err::write(out.join(name), bytes).unwrap();
+        }
+        let fp: Fingerprint = Digest::of(format!("{files:?}").as_bytes()).hex().parse().unwrap();
+        let prov = Provenance {
+            kind: "command".into(),
+            stage: "s".into(),
+            workflow: "w".into(),
+            seconds: 0.1,
+            device: "cpu".into(),
+            metrics: Default::default(),
+        };
+        let record = store.commit(&fp, &out, prov, false).await.unwrap();
+        (dir, store, record)
+    }
+
+    fn quiet() -> OnTransfer {
+        Arc::new(|_| {})
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| ((i as u64 * 2654435761) >> 7) as u8 ^ seed).collect()
+    }
+
+    /// Checks the artifact of `record` in `store` file by file against `files`.
+    async fn holds(store: &Store, record: &Record, files: &[(&str, Vec<u8>)]) {
+        let dir = store.materialize(&record.artifact).await.unwrap();
+        for (name, bytes) in files {
+            assert_eq!(&fs_err::read(dir.join(name)).unwrap(), bytes, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn publish_then_fetch_restores_the_artifact_bit_for_bit() {
+        // Three files: one empty, one small, one of several parts (multipart up, ranges down).
+        let files = vec![("empty", vec![]), ("dir/small.txt", b"hello".to_vec()), ("big.bin", pattern(2 * PART as usize + 123, 7))];
+        let (_a, a, record) = local(&files).await;
+        let remote = Remote::with_objects("mem://", Arc::new(InMemory::new()), "team");
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&reports);
+        let on: OnTransfer = Arc::new(move |t| seen.lock().unwrap().push(t));
+        let bytes = 2 * PART + 123 + 5;
+        assert_eq!(remote.publish(&a, &record, Arc::clone(&on)).await.unwrap(), Published::Created { bytes });
+        let last = *reports.lock().unwrap().last().unwrap();
+        assert_eq!((last.direction, last.done, last.total), (Direction::Upload, bytes, bytes));
+        assert_eq!(remote.publish(&a, &record, quiet()).await.unwrap(), Published::AlreadyThere);
+
+        let (_b, b, _) = local(&[("other", b"x".to_vec())]).await;
+        let got = remote.record(&record.fingerprint).await.unwrap().unwrap();
+        assert_eq!(got, record);
+        remote.fetch(&b, &got, on).await.unwrap();
+        assert_eq!(b.record(&record.fingerprint).await.unwrap().unwrap(), record);
+        holds(&b, &record, &files).await;
+        assert!(b.known_on_remote(&remote.id(), &record.fingerprint));
+        assert!(b.verify(false).await.unwrap().problems.is_empty());
+    }
+
+    /// An object store that refuses to write run records, as a connection cut before the last
+    /// request would.
+    #[derive(Debug)]
+    struct NoRecords(Arc<dyn ObjectStore>);
+
+    impl std::fmt::Display for NoRecords {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "NoRecords")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for NoRecords {
+        async fn put_opts(&self, location: &ObjectPath, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+            if location.as_ref().starts_with("ac/") {
+                return Err(object_store::Error::Generic { store: "NoRecords", source: "connection reset".into() });
+            }
+            self.0.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(&self, location: &ObjectPath, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(&self, location: &ObjectPath, options: GetOptions) -> object_store::Result<GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<ObjectPath>>) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+            self.0.delete_stream(locations)
+        }
+        fn list(&self, prefix: Option<&ObjectPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, options: CopyOptions) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_publish_leaves_no_record_and_the_next_one_completes_it() {
+        let files = vec![("a", b"alpha".to_vec()), ("b", pattern(PART as usize + 1, 3))];
+        let (_a, a, record) = local(&files).await;
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cut = Remote::with_objects("mem://", Arc::new(NoRecords(Arc::clone(&memory))), "");
+        assert!(cut.publish(&a, &record, quiet()).await.is_err());
+        assert!(!a.known_on_remote(&cut.id(), &record.fingerprint));
+        let remote = Remote::with_objects("mem://", memory, "");
+        assert!(remote.record(&record.fingerprint).await.unwrap().is_none(), "no record after the cut");
+        // Blobs and manifest made it; the next publish sends nothing again but the record.
+        assert_eq!(remote.publish(&a, &record, quiet()).await.unwrap(), Published::Created { bytes: 0 });
+        let (_b, b, _) = local(&[]).await;
+        remote.fetch(&b, &remote.record(&record.fingerprint).await.unwrap().unwrap(), quiet()).await.unwrap();
+        holds(&b, &record, &files).await;
+    }
+
+    #[tokio::test]
+    async fn a_blob_longer_or_different_than_declared_is_cut_off_and_nothing_is_kept() {
+        let files = vec![("f", b"twelve bytes".to_vec())];
+        let (_a, a, record) = local(&files).await;
+        let remote = Remote::with_objects("mem://bucket", Arc::new(InMemory::new()), "p");
+        remote.publish(&a, &record, quiet()).await.unwrap();
+        let digest = Digest::of(b"twelve bytes");
+        let (_b, b, _) = local(&[]).await;
+        for poison in [b"twelve bytes and more".to_vec(), b"twelve bytez".to_vec()] {
+            remote.objects().put(&cas::blob_path(&digest), PutPayload::from(poison)).await.unwrap();
+            let err = remote.fetch(&b, &record, quiet()).await.unwrap_err();
+            assert!(matches!(&err, StoreError::Corrupt { key, .. } if key == &format!("mem://bucket/cas/{}/{digest}", digest.shard())), "{err}");
+            assert!(b.record(&record.fingerprint).await.unwrap().is_none());
+            assert!(!b.blob_file(&digest).exists());
+            assert_eq!(fs_err::read_dir(b.root().join("tmp")).unwrap().count(), 0, "no temporary file is left");
+        }
+    }
+
+    #[tokio::test]
+    async fn leases_are_exclusive_renewed_taken_over_only_from_a_stale_version_and_released() {
+        let remote = Remote::with_objects("mem://", Arc::new(InMemory::new()), "");
+        let fp: Fingerprint = Digest::of(b"fp").hex().parse().unwrap();
+        let me = Holder::me("train", "wf", Duration::from_secs(1));
+        let other = Holder { host: "elsewhere".into(), pid: 7, ..me.clone() };
+        assert!(matches!(remote.lease(&fp).await.unwrap(), Claim::Free));
+        let Claim::Taken(lease) = remote.claim(&fp, &me).await.unwrap() else { panic!("a free lease is taken") };
+        let Claim::Held { holder, version } = remote.claim(&fp, &other).await.unwrap() else { panic!("a taken lease is held") };
+        assert_eq!(holder.unwrap(), me);
+        // The heartbeat (every ttl/4) changes the version: a waiter sees the holder is alive,
+        // and a takeover from the old version fails.
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if matches!(remote.lease(&fp).await.unwrap(), Claim::Held { version: v, .. } if v != version) {
+                break;
+            }
+        }
+        assert!(remote.take_over(&fp, &other, &version).await.unwrap().is_none());
+        // Once the holder is gone, its last version can be taken over, exactly once.
+        drop(lease);
+        let Claim::Held { version: last, .. } = remote.lease(&fp).await.unwrap() else { panic!("still there") };
+        let taken = remote.take_over(&fp, &other, &last).await.unwrap().expect("a silent lease is taken over");
+        assert!(remote.take_over(&fp, &me, &last).await.unwrap().is_none());
+        let Claim::Held { holder, .. } = remote.lease(&fp).await.unwrap() else { panic!("taken over") };
+        assert_eq!(holder.unwrap().host, "elsewhere");
+        taken.release().await;
+        assert!(matches!(remote.lease(&fp).await.unwrap(), Claim::Free));
+    }
+
+    #[tokio::test]
+    async fn remote_gc_keeps_what_is_named_or_recent_and_spares_blobs_while_a_lease_lives() {
+        let remote = Remote::with_objects("mem://", Arc::new(InMemory::new()), "");
+        let (_a, a, kept) = local(&[("k", b"keep me".to_vec())]).await;
+        let (_b, b, dropped) = local(&[("d", b"drop me".to_vec())]).await;
+        remote.publish(&a, &kept, quiet()).await.unwrap();
+        remote.publish(&b, &dropped, quiet()).await.unwrap();
+        let keep = HashSet::from([kept.fingerprint]);
+        // Everything was written after the cutoff: nothing goes.
+        let r = remote.gc(&keep, SystemTime::now() - Duration::from_secs(3600), false).await.unwrap();
+        assert_eq!((r.kept_records, r.removed_records, r.removed_blobs), (2, 0, 0));
+        // With everything older than the cutoff but a live lease: the unnamed record goes, every
+        // blob stays (the leased run may be uploading), and the lease is left alone.
+        let everything = SystemTime::now() + Duration::from_secs(3600);
+        let fp: Fingerprint = Digest::of(b"running").hex().parse().unwrap();
+        let Claim::Taken(lease) = remote.claim(&fp, &Holder::me("s", "w", Duration::from_secs(60))).await.unwrap() else {
+            panic!("a free lease is taken")
+        };
+        let r = remote.gc(&keep, everything, false).await.unwrap();
+        assert_eq!((r.kept_records, r.removed_records, r.removed_blobs, r.live_leases, r.removed_leases), (1, 1, 0, 1, 0));
+        assert!(remote.record(&dropped.fingerprint).await.unwrap().is_none());
+        lease.release().await;
+        // A dry run deletes nothing; the real one removes the dropped file and its manifest.
+        let dry = remote.gc(&keep, everything, true).await.unwrap();
+        assert_eq!(dry.removed_blobs, 2);
+        let r = remote.gc(&keep, everything, false).await.unwrap();
+        assert_eq!((r.kept_records, r.removed_records, r.removed_blobs, r.live_leases), (1, 0, 2, 0));
+        let (_c, c, _) = local(&[]).await;
+        remote.fetch(&c, &kept, quiet()).await.unwrap();
+        holds(&c, &kept, &[("k", b"keep me".to_vec())]).await;
+    }
 }
