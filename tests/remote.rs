@@ -123,6 +123,11 @@ fn a_second_team_downloads_every_shared_stage_instead_of_running_it() {
     assert_eq!(s.keys("ac").len(), 3);
     assert!(s.keys("leases").is_empty(), "leases are released: {:?}", s.keys("leases"));
 
+    // The plan already knows what the remote holds.
+    let plan = s.command(&b, &["plan", "team-b.yaml", "--json"]).output().unwrap();
+    let plan: Vec<Value> = String::from_utf8_lossy(&plan.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let states: Vec<(&str, &str)> = plan.iter().map(|p| (p["stage"].as_str().unwrap(), p["status"].as_str().unwrap())).collect();
+    assert_eq!(states, [("corpus", "will_download"), ("pretrain", "will_download"), ("eval-b", "will_run")]);
     let rb = s.apply(&b, "team-b.yaml", &[]);
     assert_eq!(rb.code, 0, "{}", rb.stderr);
     assert_eq!(rb.with_status("downloaded"), ["corpus", "pretrain"]);

@@ -121,11 +121,11 @@ enum Command {
         /// Report what would be deleted without deleting it.
         #[arg(long)]
         dry_run: bool,
-        /// Collect on the remote instead of the local store: the given URL, else the first
-        /// workflow's `store.remote`, else `FLOW_REMOTE`. Blobs are deleted only while no lease
-        /// is live, and never if uploaded within the kept days.
-        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
-        remote: Option<String>,
+        /// Collect on the remote instead of the local store: the first workflow's
+        /// `store.remote`, else FLOW_REMOTE. Blobs are deleted only while no lease is live, and
+        /// never if uploaded within the kept days.
+        #[arg(long)]
+        remote: bool,
     },
     /// Run one built-in stage from a task file (what `flow apply` starts; not for direct use).
     #[command(hide = true)]
@@ -195,6 +195,8 @@ struct ApplyArgs {
 struct PlanArgs {
     #[command(flatten)]
     selection: Selection,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -315,8 +317,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Show { file, stage, json, plot, sets } => show_cmd(cli.cache, &file, &stage, &sets, json, plot.as_deref()).await,
         Command::RunStage { task } => run_stage(&task),
         Command::Checkout { file, stage, to, sets } => checkout_cmd(cli.cache, &file, &stage, &sets, &to).await,
-        Command::Gc { workflows, keep_days, dry_run, remote: None } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
-        Command::Gc { workflows, keep_days, dry_run, remote: Some(url) } => remote_gc_cmd(&workflows, url, keep_days, dry_run).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: false } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: true } => remote_gc_cmd(&workflows, keep_days, dry_run).await,
         Command::Push { file, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Push).await,
         Command::Pull { file, stages, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Pull(stages)).await,
         Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
@@ -473,9 +475,10 @@ async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure>
     let sel = &args.selection;
     let Loaded { prepared, store } = load(cache, sel)?;
     let force: BTreeSet<String> = sel.force.iter().cloned().collect();
-    let planned = exec::plan::plan(&prepared, &store, &force).await?;
+    let remote = open_remote(&args.remote, &prepared.workflow)?;
+    let planned = exec::plan::plan(&prepared, &store, remote.as_deref(), &force).await?;
     let mut out = String::new();
-    let (mut cached, mut will_run) = (0, 0);
+    let (mut cached, mut will_run, mut will_download) = (0, 0, 0);
     for p in &planned {
         if sel.json {
             out.push_str(&serde_json::to_string(p).expect("plans serialise"));
@@ -487,6 +490,10 @@ async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure>
                 cached += 1;
                 out.push_str(&format!("{:>9} {} {}\n", "cached", p.stage, artifact.short()));
             }
+            State::WillDownload { artifact, .. } => {
+                will_download += 1;
+                out.push_str(&format!("{:>9} {} {} (from the remote)\n", "download", p.stage, artifact.short()));
+            }
             State::WillRun { reasons, .. } => {
                 will_run += 1;
                 let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
@@ -495,7 +502,8 @@ async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure>
         }
     }
     if !sel.json {
-        out.push_str(&format!("{:>9} {will_run} will run, {cached} cached\n", "Plan"));
+        let download = if will_download > 0 { format!(", {will_download} will download") } else { String::new() };
+        out.push_str(&format!("{:>9} {will_run} will run{download}, {cached} cached\n", "Plan"));
     }
     print_stdout(&out);
     Ok(exit::OK)
@@ -509,13 +517,15 @@ async fn current(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[Strin
         return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
     }
     let loaded = load(cache, &sel)?;
-    let planned = exec::plan::plan(&loaded.prepared, &loaded.store, &BTreeSet::new()).await?;
+    let planned = exec::plan::plan(&loaded.prepared, &loaded.store, None, &BTreeSet::new()).await?;
     let entry = planned.into_iter().find(|p| p.stage == stage).expect("the target is planned");
     match entry.state {
         State::Cached { fingerprint, .. } => {
             let record = loaded.store.record(&fingerprint).await?.expect("planned as cached");
             Ok((loaded, record))
         }
+        State::WillDownload { .. } => Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` is only on the remote"))
+            .hint(format!("run `flow pull {} {stage}`", file.display()))),
         State::WillRun { reasons, .. } => {
             let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
             Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` has no artifact for its current inputs ({})", why.join("; ")))
@@ -604,7 +614,7 @@ async fn gc_cmd(cache: Option<PathBuf>, workflows: &[PathBuf], keep_days: u64, d
     Ok(exit::OK)
 }
 
-async fn remote_gc_cmd(workflows: &[PathBuf], url: String, keep_days: u64, dry_run: bool) -> Result<u8, Failure> {
+async fn remote_gc_cmd(workflows: &[PathBuf], keep_days: u64, dry_run: bool) -> Result<u8, Failure> {
     let mut keep = HashSet::new();
     let mut configured = None;
     for w in workflows {
@@ -613,10 +623,9 @@ async fn remote_gc_cmd(workflows: &[PathBuf], url: String, keep_days: u64, dry_r
         keep.extend(lock.stages.values().map(|l| l.fingerprint));
         configured = configured.or(workflow.store.remote);
     }
-    let url = Some(url).filter(|u| !u.is_empty()).or(configured).or_else(|| std::env::var("FLOW_REMOTE").ok());
-    let Some(url) = url else {
+    let Some(url) = configured.or_else(|| std::env::var("FLOW_REMOTE").ok().filter(|u| !u.is_empty())) else {
         return Err(Failure::new(exit::INVALID, "`flow gc --remote` needs a remote")
-            .hint("pass `--remote URL`, name a workflow with `store.remote`, or set FLOW_REMOTE"));
+            .hint("name a workflow with `store.remote`, or set FLOW_REMOTE"));
     };
     let remote = Remote::open(&url)?;
     let cutoff = SystemTime::now() - Duration::from_secs(keep_days * 86_400);

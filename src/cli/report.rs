@@ -1,6 +1,7 @@
 //! Reporters: render executor [`Event`]s for people (status lines on stderr, a live progress
 //! bar on a TTY) or for machines (`--json`: one JSON object per line on stdout).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,6 +21,8 @@ pub enum Reporter {
 pub struct Human {
     bar: Option<ProgressBar>,
     running: Mutex<Vec<String>>,
+    /// Off a TTY: the last quarter of each stage's transfer that got a line.
+    quarters: Mutex<HashMap<String, u64>>,
 }
 
 impl Reporter {
@@ -33,7 +36,7 @@ impl Reporter {
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Reporter::Human(Human { bar, running: Mutex::new(Vec::new()) })
+        Reporter::Human(Human { bar, running: Mutex::new(Vec::new()), quarters: Mutex::new(HashMap::new()) })
     }
 
     pub fn event(&self, event: &Event) {
@@ -161,8 +164,15 @@ impl Human {
                 bar.set_message(running.join(", "));
             }
             None => {
-                let quarter = (t.total / 4).max(1);
-                if t.total >= 64 << 20 && t.done < t.total && t.done / quarter != t.done.saturating_sub(1) / quarter {
+                if t.total < 64 << 20 {
+                    return;
+                }
+                let quarter = t.done * 4 / t.total;
+                let mut quarters = self.quarters.lock().expect("reporter lock");
+                let last = quarters.entry(stage.to_owned()).or_default();
+                if quarter > *last && t.done < t.total {
+                    *last = quarter;
+                    drop(quarters);
                     self.line(format!("{:>9} {:>10} {text}", "TRANSFER", ""));
                 }
             }

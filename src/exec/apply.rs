@@ -311,8 +311,22 @@ impl StageRun {
         self.remote.as_deref().filter(|_| self.push)
     }
 
+    /// Runs a transfer unless Ctrl-C comes first; a transfer cut off writes no record, here or
+    /// on the remote.
+    async fn unless_cancelled<T>(&self, transfer: impl Future<Output = T>) -> Option<T> {
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            done = transfer => Some(done),
+            _ = cancel.wait_for(|c| *c) => None,
+        }
+    }
+
     async fn publish(&self, remote: &Remote, record: &Record) -> Result<u64, StoreError> {
-        let published = remote.publish(&self.store, record, self.on_transfer()).await?;
+        let publishing = remote.publish(&self.store, record, self.on_transfer());
+        let Some(published) = self.unless_cancelled(publishing).await else {
+            return Err(StoreError::Interrupted { what: format!("publishing to {}", remote.url()) });
+        };
+        let published = published?;
         Ok(match published {
             Published::Created { bytes } => bytes,
             Published::AlreadyThere => 0,
@@ -337,7 +351,10 @@ impl StageRun {
             remote.fetch(&self.store, &record, self.on_transfer()).await?;
             Ok(Some(record))
         };
-        let record = match fetched.await {
+        let Some(fetched) = self.unless_cancelled(fetched).await else {
+            return Ok(Some(self.failed_outcome(started, "interrupted".into(), None)));
+        };
+        let record = match fetched {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(None),
             Err(e @ StoreError::Io(_)) => return Err(e),
@@ -359,10 +376,8 @@ impl StageRun {
         let poll = (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(2));
         let mut seen: Option<(String, Instant)> = None;
         let mut announced = None;
+        // The caller has just looked the remote up; look again after each wait.
         loop {
-            if let Some(hit) = self.downloaded(started).await? {
-                return Ok(Turn::Done(hit));
-            }
             let claim = if self.push { remote.claim(&self.fingerprint, &me).await } else { remote.lease(&self.fingerprint).await };
             let (holder, version) = match claim {
                 Ok(Claim::Taken(lease)) => return self.taken(lease, started).await,
@@ -386,11 +401,17 @@ impl StageRun {
                         if !self.push {
                             return Ok(Turn::Run(None));
                         }
-                        if let Some(lease) = remote.take_over(&self.fingerprint, &me, &version).await? {
-                            self.notice(format!("took over the lease of {who}: not renewed for {}s", expiry.as_secs()));
-                            return self.taken(lease, started).await;
+                        match remote.take_over(&self.fingerprint, &me, &version).await {
+                            Ok(Some(lease)) => {
+                                self.notice(format!("took over the lease of {who}: not renewed for {}s", expiry.as_secs()));
+                                return self.taken(lease, started).await;
+                            }
+                            Ok(None) => seen = None,
+                            Err(e) => {
+                                self.notice(format!("cannot take over the lease: {}; running without one", error_chain(&e)));
+                                return Ok(Turn::Run(None));
+                            }
                         }
-                        seen = None;
                     }
                 }
                 _ => seen = Some((version, Instant::now())),
@@ -406,6 +427,9 @@ impl StageRun {
             }
             if *self.cancel.borrow() {
                 return Ok(Turn::Done(self.failed_outcome(started, "interrupted".into(), None)));
+            }
+            if let Some(hit) = self.downloaded(started).await? {
+                return Ok(Turn::Done(hit));
             }
         }
     }

@@ -13,6 +13,7 @@ use super::lockfile::Locked;
 use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
 use crate::store::Store;
+use crate::store::remote::Remote;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Planned {
@@ -25,6 +26,8 @@ pub struct Planned {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum State {
     Cached { fingerprint: Fingerprint, artifact: Digest },
+    /// Not in the local store; the remote has it and apply will download it.
+    WillDownload { fingerprint: Fingerprint, artifact: Digest },
     WillRun { fingerprint: Option<Fingerprint>, reasons: Vec<Reason> },
 }
 
@@ -76,8 +79,10 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Plans every selected stage without running anything.
-pub async fn plan(p: &Prepared, store: &Store, force: &BTreeSet<String>) -> Result<Vec<Planned>, ExecError> {
+/// Plans every selected stage without running anything. With a remote, a stage missing locally
+/// is looked up there (one request per such stage); a remote that cannot be read counts as
+/// not having it.
+pub async fn plan(p: &Prepared, store: &Store, remote: Option<&Remote>, force: &BTreeSet<String>) -> Result<Vec<Planned>, ExecError> {
     let mut artifacts: BTreeMap<usize, Digest> = BTreeMap::new();
     let mut out = Vec::new();
     for &i in &p.selected {
@@ -98,12 +103,20 @@ pub async fn plan(p: &Prepared, store: &Store, force: &BTreeSet<String>) -> Resu
         };
         let fp = recipe.fingerprint();
         let record = if force.contains(&stage.name) { None } else { store.record(&fp).await? };
-        let state = match record {
-            Some(r) => {
+        let shared = match (&record, remote) {
+            (None, Some(remote)) if !force.contains(&stage.name) => remote.record(&fp).await.ok().flatten(),
+            _ => None,
+        };
+        let state = match (record, shared) {
+            (Some(r), _) => {
                 artifacts.insert(i, r.artifact);
                 State::Cached { fingerprint: fp, artifact: r.artifact }
             }
-            None => {
+            (None, Some(r)) => {
+                artifacts.insert(i, r.artifact);
+                State::WillDownload { fingerprint: fp, artifact: r.artifact }
+            }
+            (None, None) => {
                 let reasons = if force.contains(&stage.name) {
                     vec![Reason::Forced]
                 } else {

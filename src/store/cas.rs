@@ -27,7 +27,8 @@ pub enum Put {
     AlreadyThere,
 }
 
-async fn put_once(store: &dyn ObjectStore, path: &ObjectPath, bytes: Bytes) -> Result<Put, StoreError> {
+/// Writes `bytes` at `path` unless an object is already there.
+pub async fn put_once(store: &dyn ObjectStore, path: &ObjectPath, bytes: Bytes) -> Result<Put, StoreError> {
     let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
     match store.put_opts(path, PutPayload::from(bytes), opts).await {
         Ok(_) => Ok(Put::Created),

@@ -64,6 +64,8 @@ pub enum StoreError {
         #[source]
         source: ManifestError,
     },
+    #[error("{what} was interrupted")]
+    Interrupted { what: String },
     #[error("remote `{url}` cannot be used: {why}")]
     BadRemote { url: String, why: String },
     #[error("stage output `{path}` is not allowed: {why}")]

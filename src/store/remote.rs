@@ -6,8 +6,9 @@
 //! fetching a byte of its blobs, streams each blob into the local `tmp/` while hashing it and
 //! accepts it only if the digest matches; the local record is written last. Publishing mirrors
 //! the local write order — blobs, then the manifest, then the record, each create-if-absent — so
-//! an upload cut off at any point leaves no record. Blobs above [`PART`] move in parts, several at
-//! once; every request is retried with backoff by `object_store`.
+//! an upload cut off at any point leaves no record. Blobs above [`PART`] go up in parts and
+//! blobs above [`RANGE`] come down in ranges, several at once; every request is retried with
+//! backoff by `object_store` ([`retry`]).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -25,8 +26,16 @@ use serde::{Deserialize, Serialize};
 use super::{Manifest, Record, Store, StoreError, cas};
 use crate::hash::{Digest, Fingerprint};
 
-/// Blobs larger than this are uploaded in parts of this size and downloaded in ranges of it.
-pub const PART: u64 = 16 << 20;
+/// Blobs larger than this are uploaded in parts of this size (S3's minimum is 5 MiB).
+pub const PART: u64 = 8 << 20;
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: u64 = 10_000;
+/// Blobs larger than this are downloaded in ranges of this size, several at once. Larger than
+/// a part: each ranged read costs the server a lookup of the whole object (the test server
+/// slows down in proportion), while 64 MiB ranges still keep 8 streams busy on a checkpoint.
+pub const RANGE: u64 = 64 << 20;
+/// Blobs up to this size are published without asking whether the remote has them.
+const SMALL: u64 = 1 << 20;
 /// Transfers in flight at once: blobs, or parts of one large blob.
 const PARALLEL: usize = 8;
 /// How long a lease lives without a heartbeat (`FLOW_LEASE_SECONDS` overrides it).
@@ -201,7 +210,7 @@ impl Remote {
                 if bucket.is_empty() {
                     return Err(bad("the bucket name is missing".into()));
                 }
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry());
                 for (key, value) in aws_settings() {
                     let key = key.parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
                     builder = builder.with_config(key, value);
@@ -302,10 +311,10 @@ impl Remote {
     async fn download(&self, local: &Store, digest: Digest, size: u64, meter: &Meter) -> Result<(), StoreError> {
         let path = cas::blob_path(&digest);
         let tmp = tempfile::NamedTempFile::new_in(local.root().join("tmp"))?;
-        let actual = if size > PART {
+        let actual = if size > RANGE {
             let file = tmp.as_file();
             file.set_len(size)?;
-            let ranges: Vec<std::ops::Range<u64>> = (0..size).step_by(PART as usize).map(|s| s..(s + PART).min(size)).collect();
+            let ranges: Vec<std::ops::Range<u64>> = (0..size).step_by(RANGE as usize).map(|s| s..(s + RANGE).min(size)).collect();
             let path = &path;
             futures::stream::iter(ranges)
                 .map(|range| async move {
@@ -360,22 +369,26 @@ impl Remote {
         }
         let manifest = local.manifest(&record.artifact).await?;
         let files: BTreeMap<Digest, u64> = manifest.files().map(|f| (f.3, f.1)).collect();
+        // Small blobs go straight to a create-if-absent put (one request; the remote answers
+        // "already there" for those it has); larger ones are asked about first, so bytes the
+        // remote holds are not sent again.
         let missing: Vec<(Digest, u64)> = futures::stream::iter(files)
             .map(|(d, size)| async move {
-                let has = cas::has(self.objects.as_ref(), &cas::blob_path(&d)).await.map_err(|e| self.locate(e))?;
+                let has = size > SMALL
+                    && cas::has(self.objects.as_ref(), &cas::blob_path(&d)).await.map_err(|e| self.locate(e))?;
                 Ok::<_, StoreError>((!has).then_some((d, size)))
             })
             .buffer_unordered(PARALLEL * 4)
             .try_filter_map(|x| async move { Ok(x) })
             .try_collect()
             .await?;
-        let bytes = missing.iter().map(|(_, s)| s).sum();
-        let meter = Meter::new(Direction::Upload, bytes, on);
-        futures::stream::iter(missing)
+        let meter = Meter::new(Direction::Upload, missing.iter().map(|(_, s)| s).sum(), on);
+        let sent: Vec<u64> = futures::stream::iter(missing)
             .map(|(digest, size)| self.upload(local.blob_file(&digest), digest, size, &meter))
             .buffer_unordered(PARALLEL)
-            .try_collect::<()>()
+            .try_collect()
             .await?;
+        let bytes = sent.iter().sum();
         meter.finish();
         cas::put_blob(self.objects.as_ref(), Bytes::from(manifest.bytes())).await.map_err(|e| self.locate(e))?;
         let put = cas::put_record(self.objects.as_ref(), record).await.map_err(|e| self.locate(e))?;
@@ -388,7 +401,8 @@ impl Remote {
 
     /// Uploads one local blob: small ones in one request, large ones in parts, several parts
     /// in flight. The content is hashed as it is read; on a mismatch the upload is aborted.
-    async fn upload(&self, file: PathBuf, digest: Digest, size: u64, meter: &Meter) -> Result<(), StoreError> {
+    /// Returns the bytes sent: 0 when the remote already had the blob.
+    async fn upload(&self, file: PathBuf, digest: Digest, size: u64, meter: &Meter) -> Result<u64, StoreError> {
         let path = cas::blob_path(&digest);
         let corrupt = |actual| StoreError::Corrupt { key: format!("{} (local)", cas::blob_path(&digest)), actual };
         if size <= PART {
@@ -398,21 +412,32 @@ impl Remote {
                 return Err(corrupt(actual));
             }
             let n = bytes.len() as u64;
-            cas::put_blob(self.objects.as_ref(), bytes).await.map_err(|e| self.locate(e))?;
+            let put = cas::put_once(self.objects.as_ref(), &path, bytes).await.map_err(|e| self.locate(e))?;
             meter.add(n);
-            return Ok(());
+            return Ok(if put == cas::Put::Created { n } else { 0 });
         }
+        // S3 allows 10,000 parts: a file over 78 GiB gets larger parts (up to S3's 5 TiB).
+        let part = PART.max(size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20));
         let upload = self.objects.put_multipart(&path).await.map_err(|e| self.object_error(&path, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART as usize);
-        let source = fs_err::File::open(&file)?.into_parts().0;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part as usize);
+        let source = Arc::new(fs_err::File::open(&file)?.into_parts().0);
         let mut hasher = blake3::Hasher::new();
         let mut offset = 0u64;
         let result = async {
             while offset < size {
-                let len = PART.min(size - offset) as usize;
-                let mut chunk = vec![0u8; len];
-                source.read_exact_at(&mut chunk, offset)?;
-                hasher.update_rayon(&chunk);
+                let len = part.min(size - offset) as usize;
+                // Reading and hashing block: off the runtime's threads, which drive the
+                // parts already in flight.
+                let (file, mut h) = (Arc::clone(&source), std::mem::take(&mut hasher));
+                let (chunk, h) = tokio::task::spawn_blocking(move || {
+                    let mut chunk = vec![0u8; len];
+                    file.read_exact_at(&mut chunk, offset)?;
+                    h.update_rayon(&chunk);
+                    Ok::<_, std::io::Error>((chunk, h))
+                })
+                .await
+                .expect("the read task does not panic")?;
+                hasher = h;
                 writer.wait_for_capacity(PARALLEL).await.map_err(|e| self.object_error(&path, e))?;
                 writer.write(&chunk);
                 offset += len as u64;
@@ -431,7 +456,7 @@ impl Remote {
             return Err(corrupt(actual));
         }
         writer.finish().await.map_err(|e| self.object_error(&path, e))?;
-        Ok(())
+        Ok(size)
     }
 
     fn lease_path(fp: &Fingerprint) -> ObjectPath {
@@ -615,6 +640,21 @@ impl Remote {
             }
         }
         Ok(report)
+    }
+}
+
+/// Each request is retried up to 6 times with exponential backoff (0.1 s doubling, at most 5 s
+/// apart): transient faults are ridden out, while a remote that is down costs a stage about
+/// 6 s before it runs here instead (object_store's default would wait up to 3 minutes).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            base: 2.0,
+        },
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(60),
     }
 }
 
