@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
 use serde::{Deserialize, Serialize};
@@ -210,10 +211,16 @@ impl Remote {
                 if bucket.is_empty() {
                     return Err(bad("the bucket name is missing".into()));
                 }
-                let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry());
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry());
                 for (key, value) in aws_settings() {
                     let key = key.parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
                     builder = builder.with_config(key, value);
+                }
+                // Every request carries the SHA-256 of its body, which S3 checks on receipt: a
+                // part damaged in transit is refused rather than stored under a digest it does
+                // not have. Signing hashes the body anyway, so this costs no second pass.
+                if builder.get_config_value(&AmazonS3ConfigKey::Checksum).is_none() {
+                    builder = builder.with_checksum_algorithm(Checksum::SHA256);
                 }
                 (Arc::new(builder.build().map_err(|e| bad(e.to_string()))?), prefix)
             }
