@@ -3,8 +3,8 @@
 //!
 //! Each test works under a prefix of its own in the test bucket, so they run in parallel.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -86,6 +86,13 @@ impl Shared {
         let r = self.rt.block_on(self.objects.get(&ObjectPath::from(key))).unwrap();
         self.rt.block_on(r.bytes()).unwrap().to_vec()
     }
+}
+
+/// Starts `command`, which prints JSON events, and returns it with the events as they come.
+fn spawn_json(command: &mut Command) -> (Child, impl Iterator<Item = Value> + use<>) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()))
 }
 
 fn blob_key(digest: &Digest) -> String {
@@ -190,21 +197,10 @@ fn a_lease_left_by_a_killed_process_expires_and_is_taken_over() {
     let p = Project::new();
     // The first run blocks until `release` exists; the test kills it while it holds the lease.
     p.write("wf.yaml", "version: 1\nstages:\n  slow:\n    kind: command\n    run: 'echo $$ > pid; while [ ! -e release ]; do sleep 0.05; done; echo slow >> runs.log; echo done > $FLOW_OUT/v'\n");
-    let mut first = s
-        .command(&p, &["apply", "wf.yaml", "--json", "--push", "--cache", "c1"])
-        .env("FLOW_LEASE_SECONDS", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(first.stdout.take().unwrap()).lines();
+    let mut command = s.command(&p, &["apply", "wf.yaml", "--json", "--push", "--cache", "c1"]);
+    let (mut first, mut events) = spawn_json(command.env("FLOW_LEASE_SECONDS", "2"));
     // `stage_started` comes after the lease is taken.
-    loop {
-        let line = lines.next().expect("the first apply reports its stage starting").unwrap();
-        if line.contains("\"stage_started\"") {
-            break;
-        }
-    }
+    events.find(|e| e["type"] == "stage_started").expect("the first apply reports its stage starting");
     assert_eq!(s.keys("leases").len(), 1);
     // The stage's shell must die too, or it would finish the work once released.
     let pid = loop {
@@ -311,21 +307,11 @@ fn an_upload_killed_midway_leaves_no_record_and_push_then_pull_completes_it() {
         "wf.yaml",
         "version: 1\nstages:\n  small:\n    kind: command\n    run: 'echo small > $FLOW_OUT/v'\n  big:\n    kind: command\n    needs: {in: small}\n    run: 'for i in $(seq 1 24); do head -c 4194304 /dev/urandom > $FLOW_OUT/part-$i; done'\n",
     );
-    let mut child = s
-        .command(&a, &["apply", "wf.yaml", "--json", "--push"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("the apply reports the upload").unwrap();
-        let event: Value = serde_json::from_str(&line).unwrap();
-        if event["type"] == "stage_transfer" && event["stage"] == "big" && event["direction"] == "upload" {
-            assert!(event["done"].as_u64().unwrap() < event["total"].as_u64().unwrap());
-            break;
-        }
-    }
+    let (mut child, mut events) = spawn_json(&mut s.command(&a, &["apply", "wf.yaml", "--json", "--push"]));
+    let upload = events
+        .find(|e| e["type"] == "stage_transfer" && e["stage"] == "big" && e["direction"] == "upload")
+        .expect("the apply reports the upload");
+    assert!(upload["done"].as_u64().unwrap() < upload["total"].as_u64().unwrap());
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(a.records(), 2, "both stages were committed locally before the kill");
