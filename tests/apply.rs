@@ -234,6 +234,34 @@ fn a_stage_writing_an_escaping_symlink_fails_and_is_not_cached() {
     assert_eq!(p.records(), 0);
 }
 
+/// Only what a stage leaves in `$FLOW_OUT` is its output: files it writes in its working
+/// directory, beside `$FLOW_OUT` or above it are not picked up.
+#[test]
+fn files_written_outside_flow_out_are_not_part_of_the_artifact() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo in > $FLOW_OUT/v; echo cwd > stray; echo up > $FLOW_OUT/../beside; mkdir -p $FLOW_OUT/d; echo deep > $FLOW_OUT/d/w'\n",
+    );
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dir = p.cache().join("artifacts").join(r.artifact("s"));
+    fn walk(dir: &std::path::Path, root: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            found.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(&path, root, found);
+            }
+        }
+    }
+    let mut files = vec![];
+    walk(&dir, &dir, &mut files);
+    files.sort();
+    assert_eq!(files, ["d", "d/w", "v"]);
+    assert_eq!(p.read("stray"), "cwd\n");
+}
+
 #[test]
 fn the_lock_file_records_each_stage() {
     let p = Project::new();

@@ -6,6 +6,7 @@ mod util;
 mod apply;
 mod cli;
 mod concurrency;
+mod crash;
 mod examples;
 mod malformed;
 mod remote;

@@ -40,12 +40,37 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("remote with an unknown scheme", "version: 1\nstore: {remote: 'gs://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` must be `s3://bucket/prefix`", "wf.yaml:2:17"),
     ("two documents", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n", "exactly one YAML document", "wf.yaml:4:1"),
     ("nul byte", "version: 1\nstages:\n  a: {kind: command, run: \"tr\\0ue\"}\n", "NUL", "wf.yaml:3:"),
+    ("tab indentation", "version: 1\nstages:\n\ta: {kind: command, run: 'true'}\n", "tabs disallowed", "wf.yaml:3:2"),
+    ("version as a string", "version: '1'\nstages:\n  a: {kind: command, run: 'true'}\n", "unsupported workflow version", "wf.yaml:1:10"),
+    ("stages a list", "version: 1\nstages: [a]\n", "`stages` must be a mapping, not a list", "wf.yaml:2:9"),
+    ("stage a scalar", "version: 1\nstages:\n  a: 3\n", "stage `a` must be a mapping, not an integer", "wf.yaml:3:6"),
+    ("stage null", "version: 1\nstages:\n  a:\n", "stage `a` must be a mapping, not null", "wf.yaml:3:4"),
+    ("float overflow", "version: 1\nstages:\n  a:\n    kind: command\n    with: {x: 1e400}\n    run: 'true'\n", "`inf` is not a finite number", "wf.yaml:5:15"),
+    ("integer overflow", "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: 99999999999999999999999}\n", "is out of range", "wf.yaml:5:23"),
+    ("negative count", "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: -5}\n", "stage `a`, parameter `documents`: invalid value: integer `-5`", "wf.yaml:5:23"),
+    ("unknown parameter", "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documentz: 5}\n", "unknown field `documentz`", "wf.yaml:5:"),
+    ("parameter of the wrong type", "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: many}\n", "parameter `documents`: invalid type: string \"many\"", "wf.yaml:5:23"),
+    ("negative learning rate", "version: 1\nstages:\n  t: {kind: corpus}\n  d: {kind: data, needs: {sources: [t]}}\n  m: {kind: init, needs: {tokenizer: d}, with: {layers: 1, hidden: 32, heads: 4, ffn: 64}}\n  p:\n    kind: pretrain\n    needs: {model: m, data: d}\n    with: {steps: 10, lr: -1}\n", "stage `p`, parameter `lr`: must be positive", "wf.yaml:9:27"),
+    ("negative seed", "version: 1\ndefaults: {seed: -1}\nstages:\n  a: {kind: corpus}\n", "invalid value: integer `-1`", "wf.yaml:4:6"),
+    ("glob escaping the directory", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['../*']\n    run: 'true'\n", "leaves the workflow's directory", "wf.yaml:5:14"),
+    ("dot-dot inside a path", "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['data/../../x']\n    run: 'true'\n", "leaves the workflow's directory", "wf.yaml:5:14"),
+    ("env value a list", "version: 1\nstages:\n  a:\n    kind: command\n    env: {A: [1]}\n    run: 'true'\n", "an `env` value must be a scalar", "wf.yaml:5:14"),
+    ("unknown role of a kind", "version: 1\nstages:\n  t: {kind: corpus}\n  a:\n    kind: init\n    needs: {tokenizr: t}\n", "kind `init` has no role `tokenizr`", "wf.yaml:6:23"),
+    ("name a list", "version: 1\nname: [x]\nstages:\n  a: {kind: command, run: 'true'}\n", "`name` must be a string", "wf.yaml:2:7"),
+    ("defaults a scalar", "version: 1\ndefaults: 3\nstages:\n  a: {kind: command, run: 'true'}\n", "`defaults` must be a mapping", "wf.yaml:2:11"),
+    ("push not a boolean", "version: 1\nstore: {push: maybe}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.push` must be a boolean", "wf.yaml:2:15"),
+    ("merge key of a scalar", "version: 1\nstages:\n  a:\n    <<: 3\n    kind: command\n    run: 'true'\n", "`<<` merges a mapping", "wf.yaml:4:9"),
+    ("unknown alias", "version: 1\nstages:\n  a: {kind: command, run: *nope}\n", "unknown anchor", "wf.yaml:3:27"),
+    ("empty file", "", "must be a mapping, not null", "wf.yaml:1:1"),
+    ("key not a scalar", "version: 1\nstages:\n  [a]: {kind: command, run: 'true'}\n", "a mapping key must be a scalar", "wf.yaml:3:3"),
+    ("unknown escape", "version: 1\nstages:\n  a: {kind: command, run: \"\\q\"}\n", "unknown escape character", "wf.yaml:3:27"),
+    ("several unknown needs in a list", "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: [b, c]}\n    run: 'true'\n", "needs unknown stage `c`", "wf.yaml:5:20"),
     ("deep nesting", "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n", "nesting deeper", "wf.yaml:3:"),
 ];
 
 #[test]
 fn every_malformed_workflow_is_rejected_with_its_location() {
-    assert!(CASES.len() >= 20);
+    assert!(CASES.len() >= 50);
     for (name, text, message, location) in CASES {
         let p = Project::new();
         p.write("wf.yaml", text);
@@ -78,6 +103,37 @@ fn invalid_utf8_is_rejected_with_its_position() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("wf.yaml:2:10") && stderr.contains("UTF-8"), "{stderr}");
+}
+
+/// Inputs built to exhaust memory or time: an alias "billion laughs" (10^9 nodes if expanded)
+/// and a file over the size limit. Both are refused quickly, with nothing written.
+#[test]
+fn exploding_and_oversized_workflows_are_refused_with_nothing_written() {
+    let mut laughs = String::from("version: 1\nx0: &a0 [l, l, l, l, l, l, l, l, l, l]\n");
+    for i in 1..9 {
+        laughs.push_str(&format!("x{i}: &a{i} [{}]\n", vec![format!("*a{}", i - 1); 10].join(", ")));
+    }
+    laughs.push_str("stages:\n  a: {kind: command, run: 'true'}\n");
+    let huge = format!("version: 1\n# {}\nstages:\n  a: {{kind: command, run: 'true'}}\n", "x".repeat(9 << 20));
+    for (name, text, message) in [("laughs", laughs, "more than 1000000 nodes"), ("huge", huge, "the limit is 8388608")] {
+        let p = Project::new();
+        p.write("wf.yaml", &text);
+        let out = p.flow(&["apply", "wf.yaml"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(message) && stderr.contains("wf.yaml"), "{name}: {stderr}");
+        assert!(!p.cache().exists(), "{name}: the store must not be touched");
+    }
+}
+
+/// Files written by Windows editors: a byte order mark and CRLF line ends are valid YAML.
+#[test]
+fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
+    let p = Project::new();
+    p.write("wf.yaml", "\u{feff}version: 1\r\nstages:\r\n  a: {kind: command, run: 'echo hi > $FLOW_OUT/v'}\r\n");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.status("a"), "ran");
 }
 
 #[test]

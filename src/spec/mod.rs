@@ -149,6 +149,9 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Workflow, SpecErrors>
         let col = upto.iter().rev().take_while(|b| **b != b'\n').count() + 1;
         fail(format!("{display}:{line}:{col}: the workflow is not valid UTF-8"))
     })?;
+    // YAML allows a byte order mark, which some Windows editors write; the parser would read
+    // it as part of the first key.
+    let text = text.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(text);
     let dir = std::path::absolute(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
         .map_err(|e| fail(format!("cannot resolve the directory of `{display}`: {e}")))?;
     let mut sources = vec![Source { name: display.clone(), text: Arc::from(text.as_str()) }];

@@ -299,7 +299,14 @@ impl Registry {
                 Err(e) => {
                     let mut keys = vec!["with"];
                     keys.extend(e.path.iter().map(String::as_str));
-                    errors.push(err(&keys, format!("stage `{}`: {}", stage.name, e.message), "invalid parameter"));
+                    // Name the parameter unless the message already does.
+                    let key = e.path.join(".");
+                    let message = if key.is_empty() || e.message.contains(&format!("`{key}`")) {
+                        format!("stage `{}`: {}", stage.name, e.message)
+                    } else {
+                        format!("stage `{}`, parameter `{key}`: {}", stage.name, e.message)
+                    };
+                    errors.push(err(&keys, message, "invalid parameter"));
                     continue;
                 }
             };
