@@ -1,6 +1,7 @@
-//! The store under attack: flipped bytes, hostile manifests, gc.
+//! The store under attack: flipped bytes, hostile manifests, a full disk, gc.
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use flow::hash::Digest;
 use flow::store::{Entry, Manifest};
@@ -125,4 +126,59 @@ fn gc_keeps_what_the_lock_file_names_and_drops_the_rest() {
     assert_eq!(r.status("s"), "cached");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.status("s"), "ran");
+}
+
+/// A store on a full filesystem: a 1 MiB tmpfs, and a stage whose output comes ever closer to
+/// filling it, so that the disk fills up while the stage writes, while its blobs are stored, or
+/// while its record is written. Each failure is reported with the OS's reason, records nothing,
+/// and leaves a store that verifies clean; once there is room, the stage runs. Needs root (to
+/// mount the tmpfs); elsewhere it says it is skipped.
+#[test]
+fn a_full_disk_fails_the_stage_clearly_and_leaves_the_store_consistent() {
+    let uid = Command::new("id").arg("-u").output().unwrap().stdout;
+    if uid != b"0\n" {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let p = Project::new();
+    let fs = p.path().join("fs");
+    std::fs::create_dir(&fs).unwrap();
+    let mount = |options: &str| Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&fs).status().unwrap();
+    assert!(mount("size=1m").success(), "mounting a tmpfs failed");
+    let _mounted = Mount(fs.clone());
+    let mut outcomes = std::collections::BTreeMap::new();
+    for kib in (900..=1000).step_by(2) {
+        p.write("wf.yaml", &format!("version: 1\nstages:\n  s:\n    kind: command\n    run: 'head -c {kib}000 /dev/zero > $FLOW_OUT/a; for i in $(seq 1 20); do echo $i > $FLOW_OUT/f$i; done'\n"));
+        let _ = std::fs::remove_dir_all(fs.join("c"));
+        let r = p.apply("wf.yaml", &["--cache", "fs/c"]);
+        *outcomes.entry(r.code).or_insert(0) += 1;
+        let records = std::fs::read_dir(fs.join("c/ac")).map(|d| d.count()).unwrap_or(0);
+        match r.code {
+            0 => assert_eq!(records, 1),
+            1 => assert_eq!(r.stage("s")["reason"], "exited with code 1", "{kib} KiB"),
+            3 => {
+                let reason = r.stage("s")["reason"].as_str().unwrap().to_owned();
+                assert!(reason.contains("No space left on device") && reason.matches("os error 28").count() == 1, "{kib} KiB: {reason}");
+            }
+            other => panic!("{kib} KiB: exit {other}: {}", r.stderr),
+        }
+        if r.code != 0 {
+            assert_eq!(records, 0, "{kib} KiB: a failed stage left a record");
+        }
+        let verify = p.flow(&["verify", "--cache", "fs/c"]);
+        let stderr = String::from_utf8_lossy(&verify.stderr);
+        assert!(verify.status.success() && stderr.contains(", 0 problems"), "{kib} KiB: {stderr}");
+    }
+    // The range is chosen so that the disk fills in each of the three places.
+    assert!(outcomes.contains_key(&3), "no apply failed while storing: {outcomes:?}");
+    assert!(outcomes.contains_key(&0) && outcomes.contains_key(&1), "{outcomes:?}");
+    assert!(Command::new("mount").args(["-o", "remount,size=4m"]).arg(&fs).status().unwrap().success());
+    let r = p.apply("wf.yaml", &["--cache", "fs/c"]);
+    assert_eq!((r.code, r.status("s").as_str()), (0, "ran"), "{}", r.stderr);
 }
