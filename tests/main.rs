@@ -9,6 +9,7 @@ mod concurrency;
 mod crash;
 mod examples;
 mod malformed;
+mod proxy;
 mod remote;
 mod store;
 mod training;

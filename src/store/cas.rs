@@ -70,8 +70,12 @@ pub async fn has(store: &dyn ObjectStore, path: &ObjectPath) -> Result<bool, Sto
 
 /// Writes a run record, create-if-absent.
 pub async fn put_record(store: &dyn ObjectStore, record: &Record) -> Result<Put, StoreError> {
-    let bytes = serde_json::to_vec_pretty(record).expect("records always serialise");
-    put_once(store, &record_path(&record.fingerprint), Bytes::from(bytes)).await
+    put_once(store, &record_path(&record.fingerprint), record_bytes(record)).await
+}
+
+/// A run record as stored.
+pub fn record_bytes(record: &Record) -> Bytes {
+    Bytes::from(serde_json::to_vec_pretty(record).expect("records always serialise"))
 }
 
 /// Reads and strictly parses the record of `fp`; `None` if there is none.

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion, WriteMultipart};
 use serde::{Deserialize, Serialize};
 
 use super::{Manifest, Record, Store, StoreError, cas};
@@ -222,7 +222,7 @@ impl Remote {
                 if builder.get_config_value(&AmazonS3ConfigKey::Checksum).is_none() {
                     builder = builder.with_checksum_algorithm(Checksum::SHA256);
                 }
-                (Arc::new(builder.build().map_err(|e| bad(e.to_string()))?), prefix)
+                (Arc::new(Persistent(Arc::new(builder.build().map_err(|e| bad(e.to_string()))?))), prefix)
             }
             "file" => {
                 let dir = Path::new(rest);
@@ -365,6 +365,18 @@ impl Remote {
         local.adopt_blob(tmp, &digest)
     }
 
+    /// Writes `bytes` at `path` unless an object is there. A retried create can find its own
+    /// first attempt in place ([`Persistent`]): a blob's key names its content, and a record
+    /// found in place is published either way.
+    async fn create(&self, path: &ObjectPath, bytes: Bytes) -> Result<cas::Put, StoreError> {
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.objects.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(cas::Put::Created),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(cas::Put::AlreadyThere),
+            Err(e) => Err(self.object_error(path, e)),
+        }
+    }
+
     /// Publishes `record` (which `local` holds) to the remote: the blobs the remote lacks, then
     /// the manifest, then the record, each create-if-absent. Local blobs are verified as they
     /// are read, so a damaged local copy is never published.
@@ -397,8 +409,9 @@ impl Remote {
             .await?;
         let bytes = sent.iter().sum();
         meter.finish();
-        cas::put_blob(self.objects.as_ref(), Bytes::from(manifest.bytes())).await.map_err(|e| self.locate(e))?;
-        let put = cas::put_record(self.objects.as_ref(), record).await.map_err(|e| self.locate(e))?;
+        let manifest = Bytes::from(manifest.bytes());
+        self.create(&cas::blob_path(&Digest::of(&manifest)), manifest).await?;
+        let put = self.create(&cas::record_path(&fp), cas::record_bytes(record)).await?;
         local.mark_on_remote(&self.id(), &fp)?;
         Ok(match put {
             cas::Put::Created => Published::Created { bytes },
@@ -419,7 +432,7 @@ impl Remote {
                 return Err(corrupt(actual));
             }
             let n = bytes.len() as u64;
-            let put = cas::put_once(self.objects.as_ref(), &path, bytes).await.map_err(|e| self.locate(e))?;
+            let put = self.create(&path, bytes).await?;
             meter.add(n);
             return Ok(if put == cas::Put::Created { n } else { 0 });
         }
@@ -477,13 +490,16 @@ impl Remote {
         loop {
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
             match self.objects.put_opts(&path, PutPayload::from(body.clone()), opts).await {
-                Ok(r) => return Ok(Claim::Taken(self.lease_for(path, me, r))),
+                Ok(r) => return Ok(Claim::Taken(self.lease_for(path, me, UpdateVersion { e_tag: r.e_tag, version: r.version }))),
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(self.object_error(&path, e)),
             }
-            // Released between our create and our read: try again.
-            if let held @ Claim::Held { .. } = self.lease(fp).await? {
-                return Ok(held);
+            match self.lease(fp).await? {
+                // A retried create whose first attempt took effect.
+                Claim::Held { holder: Some(h), version } if h == *me => return Ok(Claim::Taken(self.lease_at(path, me, version))),
+                held @ Claim::Held { .. } => return Ok(held),
+                // Released between our create and our read: try again.
+                Claim::Free | Claim::Taken(_) => {}
             }
         }
     }
@@ -510,8 +526,12 @@ impl Remote {
         let expected = UpdateVersion { e_tag: Some(version.to_owned()), version: None };
         let opts = PutOptions { mode: PutMode::Update(expected), ..Default::default() };
         match self.objects.put_opts(&path, body, opts).await {
-            Ok(r) => Ok(Some(self.lease_for(path, me, r))),
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => Ok(None),
+            Ok(r) => Ok(Some(self.lease_for(path, me, UpdateVersion { e_tag: r.e_tag, version: r.version }))),
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => match self.lease(fp).await? {
+                // A retried update whose first attempt took effect.
+                Claim::Held { holder: Some(h), version } if h == *me => Ok(Some(self.lease_at(path, me, version))),
+                _ => Ok(None),
+            },
             // Backends without conditional updates (a `file://` remote): delete, then create;
             // of two machines racing here, the create lets only one win.
             Err(object_store::Error::NotImplemented { .. }) => {
@@ -528,9 +548,14 @@ impl Remote {
         }
     }
 
-    /// Starts the heartbeat of a lease just written with result `put`.
-    fn lease_for(&self, path: ObjectPath, me: &Holder, put: object_store::PutResult) -> Lease {
-        let version = Arc::new(Mutex::new(UpdateVersion { e_tag: put.e_tag, version: put.version }));
+    /// Starts the heartbeat of a lease of ours found at `version`.
+    fn lease_at(&self, path: ObjectPath, me: &Holder, version: String) -> Lease {
+        self.lease_for(path, me, UpdateVersion { e_tag: Some(version), version: None })
+    }
+
+    /// Starts the heartbeat of a lease just written, now at `version`.
+    fn lease_for(&self, path: ObjectPath, me: &Holder, version: UpdateVersion) -> Lease {
+        let version = Arc::new(Mutex::new(version));
         let (objects, beat_path, beat_version) = (Arc::clone(&self.objects), path.clone(), Arc::clone(&version));
         let body = Bytes::from(serde_json::to_vec(me).expect("holders serialise"));
         let every = Duration::from_secs(me.ttl_seconds).div_f64(4.0);
@@ -549,6 +574,17 @@ impl Remote {
                         }
                     }
                     Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
+                        // The previous renewal may have taken effect with its answer lost.
+                        match objects.get(&beat_path).await {
+                            Ok(r) if r.meta.e_tag.is_some() => {
+                                let e_tag = r.meta.e_tag.clone();
+                                if r.bytes().await.is_ok_and(|b| b == body) {
+                                    *beat_version.lock().expect("lease lock") = UpdateVersion { e_tag, version: None };
+                                    continue;
+                                }
+                            }
+                            _ => {}
+                        }
                         tracing::warn!(lease = %beat_path, "lost the lease (another machine took it over); still running");
                         return;
                     }
@@ -647,6 +683,75 @@ impl Remote {
             }
         }
         Ok(report)
+    }
+}
+
+/// An S3 store whose requests are tried again where object_store gives up at once: conditional
+/// puts (create-if-absent, update-if-unchanged), which it cannot know to be idempotent, and
+/// requests that failed on a pooled connection the peer had closed ("connection was not
+/// ready"), which its error classifier does not recognise. Only fast failures are tried again:
+/// one that took a second or more has been through object_store's own retries with backoff,
+/// and a remote that is down should cost seconds, not minutes. A conditional put tried again
+/// may find its own first attempt in place; callers resolve that (see [`Remote::claim`]).
+#[derive(Debug)]
+struct Persistent(Arc<dyn ObjectStore>);
+
+/// Attempts after the first, and the pause before the first of them (doubling).
+const AGAIN: u32 = 3;
+const AGAIN_AFTER: Duration = Duration::from_millis(100);
+
+impl Persistent {
+    async fn again<T, Fut: std::future::Future<Output = object_store::Result<T>>>(mut request: impl FnMut() -> Fut) -> object_store::Result<T> {
+        let mut pause = AGAIN_AFTER;
+        for _ in 0..AGAIN {
+            let started = Instant::now();
+            match request().await {
+                Err(object_store::Error::Generic { .. }) if started.elapsed() < Duration::from_secs(1) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
+        request().await
+    }
+}
+
+impl std::fmt::Display for Persistent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Persistent {
+    async fn put_opts(&self, location: &ObjectPath, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        Self::again(|| self.0.put_opts(location, payload.clone(), opts.clone())).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &ObjectPath,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &ObjectPath, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+        Self::again(|| self.0.get_opts(location, options.clone())).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+        self.0.delete_stream(locations)
+    }
+    fn list(&self, prefix: Option<&ObjectPath>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.0.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<object_store::ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, options: object_store::CopyOptions) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
     }
 }
 
