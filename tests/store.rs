@@ -77,6 +77,39 @@ fn hostile_manifests_in_the_store_are_rejected() {
             "link escapes",
         ),
         (br#"{"version":1,"entries":[{"type":"file","path":"a","size":1}]}"#.to_vec(), "not valid JSON of the expected shape"),
+        (
+            Manifest { version: 1, entries: vec![Entry::Link { path: "l".into(), target: "/etc/passwd".into() }] }.bytes(),
+            "link target is absolute",
+        ),
+        (
+            Manifest { version: 1, entries: vec![Entry::File { path: "big".into(), size: u64::MAX, executable: false, digest: payload }] }.bytes(),
+            "absurd size",
+        ),
+        (
+            Manifest {
+                version: 1,
+                entries: vec![
+                    Entry::File { path: "a".into(), size: 8, executable: false, digest: payload },
+                    Entry::File { path: "a".into(), size: 8, executable: false, digest: payload },
+                ],
+            }
+            .bytes(),
+            "not sorted and unique",
+        ),
+        (
+            Manifest {
+                version: 1,
+                entries: vec![
+                    Entry::File { path: "a".into(), size: 8, executable: false, digest: payload },
+                    Entry::File { path: "a/b".into(), size: 8, executable: false, digest: payload },
+                ],
+            }
+            .bytes(),
+            "nested under another entry",
+        ),
+        (Manifest { version: 2, entries: vec![] }.bytes(), "manifest version 2 is not supported"),
+        (br#"{"version":1,"entries":[{"type":"file","path":"a","size":8,"executable":false,"digest":"00","extra":1}]}"#.to_vec(), "not valid JSON"),
+        (b"{\"version\":1,\"entries\":[".to_vec(), "not valid JSON"),
     ];
     for (bytes, why) in cases {
         let p = Project::new();
@@ -89,6 +122,37 @@ fn hostile_manifests_in_the_store_are_rejected() {
         assert!(!p.path().join("escape").exists() && !p.cache().join("escape").exists());
         let out = p.flow(&["verify"]);
         assert_eq!(out.status.code(), Some(3), "verify must flag the planted record");
+    }
+}
+
+/// Damaged or forged run records: each fails the stage with the record's key and the reason,
+/// `flow verify` flags it, and `--repair` drops it so that the stage runs again.
+#[test]
+fn hostile_records_in_the_store_are_rejected() {
+    type Forge = fn(serde_json::Value) -> Vec<u8>;
+    let cases: [(&str, Forge, &str); 5] = [
+        ("garbage", |_| b"not json".to_vec(), "expected ident"),
+        ("truncated", |r| serde_json::to_vec(&r).unwrap()[..40].to_vec(), "EOF while parsing"),
+        ("another fingerprint", |mut r| { r["fingerprint"] = "0".repeat(64).into(); serde_json::to_vec(&r).unwrap() }, "record claims fingerprint 0000"),
+        ("an unknown field", |mut r| { r["trusted"] = true.into(); serde_json::to_vec(&r).unwrap() }, "unknown field `trusted`"),
+        ("a negative duration", |mut r| { r["seconds"] = (-1.0).into(); serde_json::to_vec(&r).unwrap() }, "invalid duration"),
+    ];
+    for (name, forge, why) in cases {
+        let p = Project::new();
+        one_stage(&p);
+        let lock: serde_json::Value = serde_json::from_str(&p.read("wf.lock")).unwrap();
+        let fp = lock["stages"]["s"]["fingerprint"].as_str().unwrap().to_owned();
+        let path = p.cache().join("ac").join(format!("{fp}.json"));
+        let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&path, forge(record)).unwrap();
+        let r = p.apply("wf.yaml", &[]);
+        assert_eq!(r.code, 3, "{name}: {}", r.stderr);
+        let reason = r.stage("s")["reason"].as_str().unwrap();
+        assert!(reason.contains(&format!("run record `ac/{fp}.json` is invalid")) && reason.contains(why), "{name}: {reason}");
+        assert_eq!(p.flow(&["verify"]).status.code(), Some(3), "{name}");
+        assert_eq!(p.flow(&["verify", "--repair"]).status.code(), Some(0), "{name}");
+        assert_eq!(p.apply("wf.yaml", &[]).status("s"), "ran", "{name}");
     }
 }
 

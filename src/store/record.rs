@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::hash::{Digest, Fingerprint};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Record {
     pub fingerprint: Fingerprint,
     pub artifact: Digest,
@@ -26,8 +27,8 @@ pub struct Record {
 }
 
 impl Record {
-    /// Parses a record strictly: every field must be present with the right type, and the
-    /// fingerprint inside must be the one it is stored under.
+    /// Parses a record strictly: every field must be present with the right type, no other
+    /// field may be, and the fingerprint inside must be the one it is stored under.
     pub fn parse(bytes: &[u8], expected: Fingerprint) -> Result<Self, String> {
         let record: Record = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if record.fingerprint != expected {
