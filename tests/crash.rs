@@ -42,9 +42,16 @@ fn trials() -> u64 {
     std::env::var("FLOW_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
 }
 
+/// `flow apply wf.yaml --json ARGS` in `p` with `env`.
+fn apply(p: &Project, args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = p.command(&[&["apply", "wf.yaml", "--json"], args].concat());
+    command.envs(env.iter().copied());
+    command
+}
+
 /// Every stage's artifact digest after a complete apply.
 fn artifacts(p: &Project, args: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let r = parse_applied(p.command(&[&["apply", "wf.yaml", "--json"], args].concat()).envs(env.iter().copied()).output().unwrap());
+    let r = parse_applied(apply(p, args, env).output().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
     r.stages.iter().map(|s| (s["stage"].as_str().unwrap().to_owned(), s["artifact"].as_str().unwrap().to_owned())).collect()
 }
@@ -88,8 +95,7 @@ fn kill_all(child: &mut Child) {
 
 /// Runs `args` in `p`, kills it after `delay` (if still running), and says whether it was killed.
 fn apply_killed_after(p: &Project, args: &[&str], env: &[(&str, &str)], delay: Duration) -> bool {
-    let mut command = p.command(&[&["apply", "wf.yaml", "--json"], args].concat());
-    let mut child = command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = apply(p, args, env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + delay;
     while Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
