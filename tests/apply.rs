@@ -234,6 +234,39 @@ fn a_stage_writing_an_escaping_symlink_fails_and_is_not_cached() {
     assert_eq!(p.records(), 0);
 }
 
+/// A command that exits 0 without leaving what its `outputs:` declares failed: nothing is
+/// recorded, and once it does write them the stage is cached.
+#[test]
+fn a_stage_that_exits_0_without_its_declared_outputs_fails_and_is_not_cached() {
+    let p = Project::new();
+    let wf = |run: &str| format!("version: 1\nstages:\n  s:\n    kind: command\n    run: '{run}'\n    outputs: [model.pt, shards/]\n");
+    for (run, why) in [
+        ("true", "declared output `model.pt` is missing"),
+        ("touch $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards", "declared output `model.pt` is empty"),
+        ("echo w > $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards", "declared output `shards` is empty"),
+        ("echo w > $FLOW_OUT/model.pt; echo 1 > $FLOW_OUT/shards", ""),
+    ] {
+        p.write("wf.yaml", &wf(run));
+        let r = p.apply("wf.yaml", &[]);
+        if why.is_empty() {
+            assert_eq!(r.code, 0, "a file named `shards` is non-empty output: {}", r.stderr);
+            continue;
+        }
+        assert_eq!(r.code, 1, "{run}: {}", r.stderr);
+        assert_eq!(r.stage("s")["reason"].as_str(), Some(why), "{run}");
+        assert_eq!(p.records(), 0, "{run}");
+    }
+    p.write("wf.yaml", &wf("echo w > $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards; echo 1 > $FLOW_OUT/shards/0"));
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.records(), 2);
+    assert_eq!(p.apply("wf.yaml", &[]).stage("s")["status"], "cached");
+    // What a run must leave is part of the stage: declaring less re-runs it, and says why.
+    p.write("wf.yaml", &wf("echo w > $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards; echo 1 > $FLOW_OUT/shards/0").replace(", shards/", ""));
+    let plan = p.flow(&["plan", "wf.yaml"]);
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("declared outputs changed"), "{plan:?}");
+}
+
 /// Only what a stage leaves in `$FLOW_OUT` is its output: files it writes in its working
 /// directory, beside `$FLOW_OUT` or above it are not picked up.
 #[test]

@@ -132,6 +132,9 @@ fn crash_trials(p: &Project, name: &str, env: &[(&str, &str)], extra: impl Fn(u6
         args.extend(["--cache", &cache]);
         eprintln!("{name}: trial {trial}, seed {seed}: kill after {delay:?} of {span:?}");
         killed += usize::from(apply_killed_after(p, &args, env, delay));
+        if let Err(e) = flow::exec::lockfile::LockFile::read(&p.path().join("wf.lock")) {
+            panic!("seed {seed}: the lock file after the kill: {e}");
+        }
         assert_verifies(p, &cache, seed);
         assert_eq!(artifacts(p, &args, env), reference, "seed {seed}: the apply after the kill");
         assert_verifies(p, &cache, seed);

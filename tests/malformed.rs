@@ -65,6 +65,11 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("key not a scalar", "version: 1\nstages:\n  [a]: {kind: command, run: 'true'}\n", "a mapping key must be a scalar", "wf.yaml:3:3"),
     ("unknown escape", "version: 1\nstages:\n  a: {kind: command, run: \"\\q\"}\n", "unknown escape character", "wf.yaml:3:27"),
     ("several unknown needs in a list", "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: [b, c]}\n    run: 'true'\n", "needs unknown stage `c`", "wf.yaml:5:20"),
+    ("an output above $FLOW_OUT", "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [../x]\n", "output `../x` is not a path inside `$FLOW_OUT`", "wf.yaml:6:15"),
+    ("an absolute output", "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [ok, /etc/passwd]\n", "output `/etc/passwd` is not a path", "wf.yaml:6:19"),
+    ("outputs not a list", "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: model.pt\n", "`outputs` must be a list of paths, not a string", "wf.yaml:6:14"),
+    ("an output listed twice", "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [d/, d]\n", "output `d` is listed twice", "wf.yaml:6:19"),
+    ("outputs on a built-in kind", "version: 1\nstages:\n  c:\n    kind: corpus\n    outputs: [documents.jsonl]\n", "`outputs` is only allowed on `kind: command` stages", "wf.yaml:5:14"),
     ("deep nesting", "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n", "nesting deeper", "wf.yaml:3:"),
 ];
 

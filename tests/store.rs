@@ -192,6 +192,37 @@ fn gc_keeps_what_the_lock_file_names_and_drops_the_rest() {
     assert_eq!(r.status("s"), "ran");
 }
 
+/// An input file `flow` may not read: the apply stops before running anything, names the file
+/// and the OS's reason, exits 2 and records nothing; once the file is readable it runs. Root
+/// reads any file, so as root `flow` runs without the capabilities that let it (`setpriv`).
+#[test]
+fn an_unreadable_input_is_reported_with_its_path_and_nothing_runs() {
+    let p = Project::new();
+    p.write("secret.txt", "tokens\n");
+    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    inputs: [secret.txt]\n    run: echo ran >> runs.log; cp secret.txt $FLOW_OUT/\n");
+    let secret = p.path().join("secret.txt");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-dac_override,-dac_read_search", "--"]).arg(crate::util::flow_bin());
+        c
+    } else {
+        Command::new(crate::util::flow_bin())
+    };
+    let out = cmd.args(["apply", "wf.yaml"]).current_dir(p.path()).env("CI", "1").env_remove("FLOW_CACHE").env("NO_COLOR", "1").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot hash the inputs of stage `s`"), "{stderr}");
+    assert!(stderr.contains(&format!("`{}`: Permission denied", secret.display())), "{stderr}");
+    assert!(p.runs().is_empty());
+    assert_eq!(p.records(), 0);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!((r.code, r.status("s")), (0, "ran".to_owned()), "{}", r.stderr);
+    assert_eq!(p.runs(), ["ran"]);
+}
+
 /// A store on a full filesystem: a 1 MiB tmpfs, and a stage whose output comes ever closer to
 /// filling it, so that the disk fills up while the stage writes, while its blobs are stored, or
 /// while its record is written. Each failure is reported with the OS's reason, records nothing,

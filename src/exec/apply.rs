@@ -521,6 +521,8 @@ impl StageRun {
             Exit::Signal(s) => Some(format!("killed by signal {s}")),
             Exit::Cancelled => Some("interrupted".into()),
         };
+        // A run that exits 0 without what it promised must not become a cached artifact.
+        let why = why.or_else(|| crate::stages::missing_output(&out, &self.p.checked[self.index].outputs));
         if let Some(why) = why {
             return Ok(self.failed_outcome(started, why, Some(log)));
         }

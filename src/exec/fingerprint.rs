@@ -16,7 +16,8 @@ use crate::hash::{Digest, Fingerprint};
 ///
 /// History:
 /// 1 — initial recipe: kind, kind_version, params, needs (artifact digests), inputs (file
-///     digests by workflow-relative path), command, env, salt.
+///     digests by workflow-relative path), command, env, salt; `outputs` (a command stage's
+///     declared outputs) only when declared, so recipes without them kept their digests.
 pub const FINGERPRINT_VERSION: u32 = 1;
 
 /// Everything a stage run depends on. Serialised with sorted keys, then blake3.
@@ -33,6 +34,9 @@ pub struct Recipe {
     /// passed-through name (`null` when unset).
     pub env: BTreeMap<String, Option<String>>,
     pub salt: Option<String>,
+    /// A command stage's `outputs:`: what its run must leave is part of what it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
 }
 
 /// The artifact digest(s) behind one role.
@@ -64,6 +68,7 @@ mod tests {
             command: Some("echo hi > $FLOW_OUT/x".into()),
             env: BTreeMap::from([("LANG".to_owned(), Some("C".to_owned()))]),
             salt: None,
+            outputs: Vec::new(),
         }
     }
 
@@ -86,6 +91,7 @@ mod tests {
             command: Some("true".into()),
             env: BTreeMap::new(),
             salt: None,
+            outputs: Vec::new(),
         };
         assert_eq!(r.fingerprint().to_string(), "add3dd9dc591addfb2916794a653e7fbcf1654e85a28c3669d9010366725a439");
     }
@@ -116,6 +122,7 @@ mod tests {
             ("env value", Box::new(|r| { r.env.insert("LANG".into(), Some("en".into())); })),
             ("env unset", Box::new(|r| { r.env.insert("LANG".into(), None); })),
             ("salt", Box::new(|r| r.salt = Some("2026-11".into()))),
+            ("outputs", Box::new(|r| r.outputs = vec!["x".into()])),
         ];
         let mut seen = std::collections::HashSet::from([b]);
         for (what, change) in changes {

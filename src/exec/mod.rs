@@ -140,6 +140,7 @@ impl Prepared {
             command: stage.run.clone(),
             env,
             salt: self.workflow.store.salt.clone(),
+            outputs: stage.outputs.clone(),
         })
     }
 

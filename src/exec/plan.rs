@@ -54,6 +54,7 @@ pub enum Reason {
     CommandChanged,
     EnvChanged { name: String },
     SaltChanged,
+    OutputsChanged,
 }
 
 impl fmt::Display for Reason {
@@ -75,6 +76,7 @@ impl fmt::Display for Reason {
             Reason::CommandChanged => write!(f, "command changed"),
             Reason::EnvChanged { name } => write!(f, "env `{name}` changed"),
             Reason::SaltChanged => write!(f, "store salt changed"),
+            Reason::OutputsChanged => write!(f, "declared outputs changed"),
         }
     }
 }
@@ -188,6 +190,9 @@ pub fn explain(recipe: &Recipe, fp: Fingerprint, locked: Option<&Locked>, names:
     }
     if a.salt != b.salt {
         reasons.push(Reason::SaltChanged);
+    }
+    if a.outputs != b.outputs {
+        reasons.push(Reason::OutputsChanged);
     }
     if reasons.is_empty() && a.v != b.v {
         reasons.push(Reason::KindVersionChanged { old: a.v, new: b.v });

@@ -58,6 +58,9 @@ pub struct Stage {
     pub run: Option<String>,
     pub env: Vec<EnvVar>,
     pub device: Option<String>,
+    /// `outputs:` of a command stage: paths under `$FLOW_OUT` that must exist and be non-empty
+    /// when it exits 0, sorted and without repeats.
+    pub outputs: Vec<String>,
     /// The span of the stage's name in its `stages:` mapping.
     pub span: Span,
 }
@@ -315,7 +318,7 @@ impl Validator<'_> {
     }
 
     fn stage(&mut self, name: &str, span: Span, node: &Node, dir: &Path, names: &BTreeSet<&str>) -> Option<Stage> {
-        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "device"];
+        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device"];
         if !is_stage_name(name) {
             self.error_help(
                 span,
@@ -392,8 +395,36 @@ impl Validator<'_> {
             Some(run)
         });
         let env = node.get("env").map(|e| self.env(e)).unwrap_or_default();
+        let outputs = node.get("outputs").map(|o| self.outputs(o)).unwrap_or_default();
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
-        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, span })
+        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, outputs, span })
+    }
+
+    fn outputs(&mut self, node: &Node) -> Vec<String> {
+        let Value::Seq(items) = &node.value else {
+            self.error(node.span, format!("`outputs` must be a list of paths, not {}", node.value.type_name()), "expected a list");
+            return Vec::new();
+        };
+        let mut out = BTreeSet::new();
+        for item in items {
+            let Some(path) = self.string(item, "an output") else { continue };
+            // Trailing slashes only say "a directory"; the check is the same.
+            let trimmed = path.trim_end_matches('/');
+            let inside = !trimmed.is_empty()
+                && !trimmed.starts_with('/')
+                && Path::new(trimmed).components().all(|c| matches!(c, Component::Normal(_)));
+            if !inside {
+                self.error_help(
+                    item.span,
+                    format!("output `{path}` is not a path inside `$FLOW_OUT`"),
+                    "not inside the output",
+                    "outputs are relative paths without `.` or `..`, such as `model.pt` or `shards/`".into(),
+                );
+            } else if !out.insert(trimmed.to_owned()) {
+                self.error(item.span, format!("output `{path}` is listed twice"), "repeated");
+            }
+        }
+        out.into_iter().collect()
     }
 
     fn env(&mut self, node: &Node) -> Vec<EnvVar> {

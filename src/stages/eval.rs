@@ -102,7 +102,7 @@ pub struct Score {
 
 impl Kind for Eval {
     fn about(&self) -> &'static About {
-        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &[] }
+        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &[], outputs: &["metrics.json"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

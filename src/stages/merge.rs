@@ -58,7 +58,7 @@ const ROLES: &[Role] = &[
 
 impl Kind for Merge {
     fn about(&self) -> &'static About {
-        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
+        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::MODEL }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -159,6 +159,9 @@ pub struct About {
     pub shell: bool,
     /// The `defaults:` keys that apply to this kind's stages.
     pub defaults: &'static [&'static str],
+    /// Files every successful run leaves non-empty in its output; a run that exits 0 without
+    /// them failed.
+    pub outputs: &'static [&'static str],
 }
 
 pub trait Kind: Send + Sync {
@@ -173,6 +176,9 @@ pub trait Kind: Send + Sync {
     }
 }
 
+/// What every kind that writes a model leaves: a folder any model-reading stage loads.
+pub const MODEL: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
+
 /// Stage-level settings that may appear in `defaults:` without being a kind parameter.
 const STAGE_DEFAULTS: &[&str] = &["device"];
 
@@ -185,6 +191,9 @@ pub struct Checked {
     pub device: String,
     /// Runs `run:` through the shell rather than in `flow run-stage`.
     pub shell: bool,
+    /// Paths under the output that must exist and be non-empty after a run: the kind's own,
+    /// or a command stage's `outputs:`.
+    pub outputs: Vec<String>,
 }
 
 pub struct Registry {
@@ -265,6 +274,12 @@ impl Registry {
             if !kind.shell && !stage.env.is_empty() {
                 errors.push(err(&["env"], "`env` is only allowed on `kind: command` stages".into(), "not a command stage"));
             }
+            if !kind.shell && !stage.outputs.is_empty() {
+                errors.push(
+                    err(&["outputs"], "`outputs` is only allowed on `kind: command` stages".into(), "not a command stage")
+                        .with_help(format!("kind `{}` checks what it writes itself", kind.name)),
+                );
+            }
             if let Roles::Fixed(roles) = kind.roles {
                 for (role, need) in &stage.needs {
                     match roles.iter().find(|r| r.name == role) {
@@ -324,7 +339,8 @@ impl Registry {
                     continue;
                 }
             };
-            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell });
+            let outputs = if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
+            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell, outputs });
         }
         if errors.is_empty() {
             Ok(out)
@@ -332,6 +348,20 @@ impl Registry {
             Err(SpecErrors { file: workflow.path.display().to_string(), errors })
         }
     }
+}
+
+/// Why a finished run's output is incomplete: the first of `outputs` that is missing, or is an
+/// empty file or directory.
+pub fn missing_output(out: &Path, outputs: &[String]) -> Option<String> {
+    outputs.iter().find_map(|o| {
+        let path = out.join(o);
+        let empty = match std::fs::metadata(&path) {
+            Err(_) => return Some(format!("declared output `{o}` is missing")),
+            Ok(m) if m.is_dir() => std::fs::read_dir(&path).map_or(true, |mut d| d.next().is_none()),
+            Ok(m) => m.len() == 0,
+        };
+        empty.then(|| format!("declared output `{o}` is empty"))
+    })
 }
 
 fn is_device(d: &str) -> bool {

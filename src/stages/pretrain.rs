@@ -204,7 +204,7 @@ impl Common {
 
 impl Kind for Pretrain {
     fn about(&self) -> &'static About {
-        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
+        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: TRAINED }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -298,6 +298,10 @@ pub fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageErro
     }
     Ok(())
 }
+
+/// What [`write_outputs`] leaves: the model folder, the optimizer state and the metrics.
+pub const TRAINED: &[&str] =
+    &["config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors", "metrics.jsonl", "trainer_state.json"];
 
 pub fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
     model.save(out)?;

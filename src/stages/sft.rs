@@ -83,7 +83,7 @@ pub struct DataReport {
 
 impl Kind for Sft {
     fn about(&self) -> &'static About {
-        &About { name: "sft", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"] }
+        &About { name: "sft", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::pretrain::TRAINED }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
