@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every test of flow. This is the README's test command and what CI runs (.ci/run).
 # Services the tests need are started here and stopped when the tests end: an S3-compatible
-# server on loopback (scripts/s3-server.sh) for the tests marked as needing it.
+# server on loopback (scripts/s3-server.sh) and a one-node Slurm cluster (scripts/slurm.sh),
+# for the tests marked as needing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
 eval "$(bash scripts/s3-server.sh)"
-trap 'kill "$FLOW_TEST_S3_PID" 2>/dev/null || true' EXIT
-# The S3 tests are `#[ignore]`d so that a bare `cargo test` without the server skips them
-# visibly; here they run.
+trap 'kill "$FLOW_TEST_S3_PID" 2>/dev/null || true; bash scripts/slurm.sh stop >/dev/null' EXIT
+eval "$(bash scripts/slurm.sh start)"
+# The S3 and Slurm tests are `#[ignore]`d so that a bare `cargo test` without the services
+# skips them visibly; here they run.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast --run-ignored all "$@"
 else

@@ -95,6 +95,7 @@ impl Human {
             Event::StageTransfer { stage, transfer } => self.transfer(stage, transfer),
             Event::Notice { stage, message } => self.line(format!("{:>9} {:>10} {stage}: {message}", "WARNING", "")),
             Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
+            Event::StageSubmitted { stage, job } => self.line(format!("{:>9} {:>10} {stage} as Slurm job {job}", "SUBMITTED", "")),
             Event::StageProgress { stage, progress } => self.progress(stage, progress),
             Event::Stage(o) => {
                 self.set_running(|r| r.retain(|s| s.split(' ').next() != Some(o.stage.as_str())));

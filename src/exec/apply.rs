@@ -15,9 +15,11 @@ use tokio::task::JoinSet;
 use super::event::{Event, StageOutcome, Status, Summary};
 use super::lockfile::Locked;
 use super::runner::{self, Exit, ProcessSpec};
+use super::slurm::{self, JobEvent};
 use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
 use crate::spec::Workflow;
+use crate::spec::executor::Executor;
 use crate::stages::{Progress, Task};
 use crate::stages::command::env_value;
 use crate::store::remote::{self, Claim, Holder, Lease, OnTransfer, Published, Remote};
@@ -91,6 +93,7 @@ pub async fn apply(
     let mut stopping = false;
     let mut lock = p.lock.clone();
     let mut finished: BTreeSet<usize> = BTreeSet::new();
+    let on_cluster = |i: usize| matches!(p.checked[i].executor, Executor::Slurm(_));
 
     loop {
         let cancelled = *cancel_rx.borrow();
@@ -124,11 +127,15 @@ pub async fn apply(
             runs.insert(i, Arc::clone(&run));
             tasks.spawn(async move { Report::Looked { index: i, hit: run.cached(Instant::now()).await } });
         }
-        while !stopping && !cancelled && running < jobs {
-            let Some(i) = to_run.pop_first() else { break };
-            running += 1;
-            let run = Arc::clone(&runs[&i]);
-            tasks.spawn(async move { Report::Ran(run.run().await) });
+        // Slurm stages take no local slot: the cluster schedules them, so all that are ready
+        // are submitted together.
+        if !stopping && !cancelled {
+            while let Some(i) = to_run.iter().copied().find(|&i| on_cluster(i) || running < jobs) {
+                to_run.remove(&i);
+                running += usize::from(!on_cluster(i));
+                let run = Arc::clone(&runs[&i]);
+                tasks.spawn(async move { Report::Ran(run.run().await) });
+            }
         }
         let Some(joined) = tasks.join_next().await else { break };
         let done = match joined.expect("stage tasks do not panic") {
@@ -139,7 +146,7 @@ pub async fn apply(
             Report::Looked { index, hit: Ok(Some(outcome)) } => Done { index, outcome, store_error: false },
             Report::Looked { index, hit: Err(e) } => runs[&index].store_failure(Instant::now(), &e),
             Report::Ran(done) => {
-                running -= 1;
+                running -= usize::from(!on_cluster(done.index));
                 done
             }
         };
@@ -512,7 +519,20 @@ impl StageRun {
                 *last.lock().expect("progress lock") = Some(progress);
             })
         };
-        let exit = runner::run(&spec, &log, self.cancel.clone(), on_progress).await?;
+        let exit = match &self.p.checked[self.index].executor {
+            Executor::Local => runner::run(&spec, &log, self.cancel.clone(), on_progress).await?,
+            Executor::Slurm(opts) => {
+                let on_job = |event: JobEvent| match event {
+                    JobEvent::Submitted(job) => (self.sink)(&Event::StageSubmitted { stage: self.name().to_owned(), job }),
+                    JobEvent::Requeued { job, restarts } => {
+                        self.notice(format!("Slurm requeued job {job} (restart {restarts}); it resumes from its last checkpoint"))
+                    }
+                };
+                let script = self.store.scratch_dir(&fp).join("job.sh");
+                let job = slurm::Job { spec: &spec, opts, name: self.name(), script: &script, log: &log };
+                slurm::run(&job, self.cancel.clone(), on_progress, &on_job).await?
+            }
+        };
         tracing::debug!(stage = self.name(), ?exit, "exited");
         let seconds = started.elapsed().as_secs_f64();
         let why = match exit {
@@ -520,6 +540,7 @@ impl StageRun {
             Exit::Code(c) => Some(format!("exited with code {c}")),
             Exit::Signal(s) => Some(format!("killed by signal {s}")),
             Exit::Cancelled => Some("interrupted".into()),
+            Exit::Job(why) => Some(why),
         };
         // A run that exits 0 without what it promised must not become a cached artifact.
         let why = why.or_else(|| crate::stages::missing_output(&out, &self.p.checked[self.index].outputs));

@@ -22,6 +22,8 @@ pub enum Event {
         holder: Option<String>,
     },
     StageStarted { stage: String, fingerprint: Fingerprint },
+    /// The stage was submitted to Slurm as batch job `job`.
+    StageSubmitted { stage: String, job: String },
     /// A running built-in stage reported progress (training step, loss, throughput).
     StageProgress { stage: String, progress: Progress },
     /// Bytes of the stage's artifact moving to or from the remote.

@@ -15,6 +15,7 @@ pub mod lockfile;
 pub mod plan;
 pub mod runner;
 pub mod share;
+pub mod slurm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -37,6 +37,9 @@ pub enum Exit {
     Code(i32),
     Signal(i32),
     Cancelled,
+    /// A batch job that ended without running to completion (time limit, memory, node
+    /// failure, cancelled outside flow, refused at submission), described.
+    Job(String),
 }
 
 /// How long a cancelled stage gets to exit after SIGTERM before SIGKILL.

@@ -253,16 +253,32 @@ fn save_checkpoint(dir: &Path, model: &Model, opt: &AdamW, c: &Checkpoint) -> Re
     model.save(tmp.path())?;
     opt.save(&tmp.path().join("optimizer.safetensors"))?;
     fs_err::write(tmp.path().join("state.json"), serde_json::to_vec(c).expect("checkpoints serialise"))?;
-    // Replace the previous checkpoint only once the new one is complete.
+    // Replace the previous checkpoint only once the new one is complete, and never leave a
+    // moment without one: the old one is moved aside (where a process killed right then finds
+    // it) before the new one takes its name.
     let tmp = tmp.keep();
+    let old = previous(dir);
     if dir.exists() {
-        fs_err::remove_dir_all(dir)?;
+        if old.exists() {
+            fs_err::remove_dir_all(&old)?;
+        }
+        fs_err::rename(dir, &old)?;
     }
     fs_err::rename(&tmp, dir)?;
+    if old.exists() {
+        fs_err::remove_dir_all(&old)?;
+    }
     Ok(())
 }
 
+/// Where the checkpoint being replaced waits until its successor is in place.
+fn previous(dir: &Path) -> std::path::PathBuf {
+    dir.with_extension("old")
+}
+
 fn load_checkpoint(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<Option<Checkpoint>, TrainError> {
+    let old = previous(dir);
+    let dir = if !dir.exists() && old.exists() { old.as_path() } else { dir };
     let Ok(bytes) = fs_err::read(dir.join("state.json")) else { return Ok(None) };
     let c: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| TrainError::Data(format!("bad checkpoint state: {e}")))?;
     let saved = Model::load(dir, model.device())?;
@@ -271,4 +287,36 @@ fn load_checkpoint(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<Option<
     }
     opt.load(&dir.join("optimizer.safetensors"))?;
     Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::model::tiny;
+    use crate::ml::optim::AdamWConfig;
+    use candle_core::Device;
+
+    /// A process killed while one checkpoint replaces another resumes from whichever is whole:
+    /// the new one once it has its name, else the old one moved aside.
+    #[test]
+    fn a_checkpoint_survives_a_kill_while_it_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("checkpoint");
+        let model = Model::init(tiny(32, 1, 2, false), 1, &Device::Cpu).unwrap();
+        let opt = AdamW::new(model.params(), AdamWConfig::default()).unwrap();
+        let loaded = |dir: &Path| {
+            let mut fresh_opt = AdamW::new(model.params(), AdamWConfig::default()).unwrap();
+            load_checkpoint(dir, &model, &mut fresh_opt).unwrap().map(|c| c.step)
+        };
+        save_checkpoint(&ckpt, &model, &opt, &Checkpoint { step: 5, rows: Vec::new() }).unwrap();
+        save_checkpoint(&ckpt, &model, &opt, &Checkpoint { step: 10, rows: Vec::new() }).unwrap();
+        assert_eq!(loaded(&ckpt), Some(10));
+        assert!(!previous(&ckpt).exists(), "the replaced checkpoint is removed");
+        // Killed after moving the old one aside, before the new one was renamed into place.
+        std::fs::rename(&ckpt, previous(&ckpt)).unwrap();
+        assert_eq!(loaded(&ckpt), Some(10));
+        save_checkpoint(&ckpt, &model, &opt, &Checkpoint { step: 15, rows: Vec::new() }).unwrap();
+        assert_eq!(loaded(&ckpt), Some(15));
+        assert!(!previous(&ckpt).exists());
+    }
 }

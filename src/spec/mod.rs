@@ -7,6 +7,7 @@
 //! file too. Every error is collected, so one run reports all of them.
 
 pub mod error;
+pub mod executor;
 pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,6 +59,8 @@ pub struct Stage {
     pub run: Option<String>,
     pub env: Vec<EnvVar>,
     pub device: Option<String>,
+    /// `executor:` as written; `stages` resolves it against `defaults.executor`.
+    pub executor: Option<serde_json::Value>,
     /// `outputs:` of a command stage: paths under `$FLOW_OUT` that must exist and be non-empty
     /// when it exits 0, sorted and without repeats.
     pub outputs: Vec<String>,
@@ -146,6 +149,14 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Workflow, SpecErrors>
         )));
     }
     let bytes = fs_err::read(path).map_err(|e| fail(format!("cannot read workflow: {e}")))?;
+    parse(path, bytes, overrides)
+}
+
+/// Validates the bytes of the workflow file `path`, applying `overrides` in order; `path`
+/// names it in messages and its directory is where `inputs:` are looked for.
+pub fn parse(path: &Path, bytes: Vec<u8>, overrides: &[Override]) -> Result<Workflow, SpecErrors> {
+    let display = path.display().to_string();
+    let fail = |message: String| SpecErrors { file: display.clone(), errors: vec![SpecError::whole(message)] };
     let text = String::from_utf8(bytes).map_err(|e| {
         let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
@@ -318,7 +329,7 @@ impl Validator<'_> {
     }
 
     fn stage(&mut self, name: &str, span: Span, node: &Node, dir: &Path, names: &BTreeSet<&str>) -> Option<Stage> {
-        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device"];
+        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device", "executor"];
         if !is_stage_name(name) {
             self.error_help(
                 span,
@@ -397,7 +408,14 @@ impl Validator<'_> {
         let env = node.get("env").map(|e| self.env(e)).unwrap_or_default();
         let outputs = node.get("outputs").map(|o| self.outputs(o)).unwrap_or_default();
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
-        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, outputs, span })
+        let executor = node.get("executor").and_then(|e| match e.to_json() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(e.span, e.message, "here");
+                None
+            }
+        });
+        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, executor, outputs, span })
     }
 
     fn outputs(&mut self, node: &Node) -> Vec<String> {

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::spec::executor::{Executor, ExecutorError};
 use crate::spec::{SpecErrors, Workflow};
 
 /// What a built-in stage run receives. `exec` writes it as JSON; `flow run-stage` reads it in
@@ -180,7 +181,7 @@ pub trait Kind: Send + Sync {
 pub const MODEL: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
 
 /// Stage-level settings that may appear in `defaults:` without being a kind parameter.
-const STAGE_DEFAULTS: &[&str] = &["device"];
+const STAGE_DEFAULTS: &[&str] = &["device", "executor"];
 
 /// A stage after its kind has checked it.
 #[derive(Debug, Clone)]
@@ -191,6 +192,8 @@ pub struct Checked {
     pub device: String,
     /// Runs `run:` through the shell rather than in `flow run-stage`.
     pub shell: bool,
+    /// Where it runs (not part of the fingerprint).
+    pub executor: Executor,
     /// Paths under the output that must exist and be non-empty after a run: the kind's own,
     /// or a command stage's `outputs:`.
     pub outputs: Vec<String>,
@@ -237,6 +240,20 @@ impl Registry {
             }
         }
         let default_device = workflow.defaults.get("device");
+        let default_executor = workflow.defaults.get("executor");
+        let executor_error = |mut keys: Vec<String>, e: ExecutorError| {
+            let what = if e.path.is_empty() { String::new() } else { format!(" (`{}`)", e.path.join(".")) };
+            keys.extend(e.path);
+            let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+            workflow.error_at(&refs, format!("invalid executor{what}: {}", e.message), "invalid executor")
+        };
+        let defaults_ok = match Executor::resolve(None, default_executor) {
+            Ok(_) => true,
+            Err(e) => {
+                errors.push(executor_error(vec!["defaults".into(), "executor".into()], e));
+                false
+            }
+        };
         let mut out = Vec::new();
         for stage in &workflow.stages {
             let at = |keys: &[&str]| {
@@ -339,8 +356,16 @@ impl Registry {
                     continue;
                 }
             };
+            let executor = match Executor::resolve(stage.executor.as_ref(), default_executor) {
+                Ok(e) => e,
+                Err(_) if !defaults_ok => continue,
+                Err(e) => {
+                    errors.push(executor_error(at(&["executor"]), e));
+                    continue;
+                }
+            };
             let outputs = if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
-            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell, outputs });
+            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell, executor, outputs });
         }
         if errors.is_empty() {
             Ok(out)
