@@ -267,6 +267,27 @@ fn a_stage_that_exits_0_without_its_declared_outputs_fails_and_is_not_cached() {
     assert!(String::from_utf8_lossy(&plan.stdout).contains("declared outputs changed"), "{plan:?}");
 }
 
+/// `$FLOW_RESUME` survives a failed or interrupted run of the same fingerprint, so a long
+/// command can continue from its own checkpoints; it is gone once the artifact is committed.
+#[test]
+fn flow_resume_keeps_a_commands_checkpoints_until_it_succeeds() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo x >> $FLOW_RESUME/attempts; n=$(wc -l < $FLOW_RESUME/attempts); [ $n -ge 3 ] && echo $n > $FLOW_OUT/n; echo $FLOW_RESUME > resume-dir; [ $n -ge 3 ]'\n",
+    );
+    for attempt in 1..=2 {
+        let r = p.apply("wf.yaml", &[]);
+        assert_eq!(r.code, 1, "attempt {attempt}: {}", r.stderr);
+    }
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.read(&format!("cache/artifacts/{}/n", r.artifact("s"))), "3\n");
+    let resume = p.read("resume-dir");
+    assert!(resume.trim().ends_with("/resume") && resume.contains("/scratch/"), "{resume}");
+    assert!(!std::path::Path::new(resume.trim()).exists(), "the scratch directory goes once the artifact is committed");
+}
+
 /// Only what a stage leaves in `$FLOW_OUT` is its output: files it writes in its working
 /// directory, beside `$FLOW_OUT` or above it are not picked up.
 #[test]

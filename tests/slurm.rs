@@ -186,6 +186,42 @@ fn ctrl_c_cancels_the_submitted_jobs() {
     assert_eq!(p.records(), 0);
 }
 
+/// A job whose `flow apply` was killed (SIGKILL: no chance to cancel it) keeps running; the
+/// next apply of the stage cancels it before starting its own, so two jobs never write one
+/// output, and the new job continues from what the old one kept in `$FLOW_RESUME`.
+#[test]
+#[ignore = "needs the Slurm cluster scripts/test.sh starts"]
+fn a_job_left_by_a_killed_apply_is_cancelled_before_the_stage_runs_again() {
+    cluster();
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"version: 1
+defaults: {executor: slurm}
+stages:
+  sl_orphan:
+    kind: command
+    run: 'echo attempt >> $FLOW_RESUME/attempts; if [ ! -e second ]; then touch started; sleep 600; fi; cp $FLOW_RESUME/attempts $FLOW_OUT/'
+"#,
+    );
+    let mut first = p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the first job to start", Duration::from_secs(60), || p.path().join("started").exists());
+    let orphan = job_named("sl_orphan");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(job(&orphan)["JobState"], "RUNNING", "killing flow leaves its job running");
+    p.write("second", "");
+    let (r, evs) = applied(p.flow(&["apply", "wf.yaml", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(job(&orphan)["JobState"], "CANCELLED");
+    assert!(
+        evs.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().starts_with(&format!("cancelled Slurm job {orphan},"))),
+        "{evs:?}"
+    );
+    assert_ne!(submitted(&evs)["sl_orphan"], orphan);
+    assert_eq!(p.read(&format!("cache/artifacts/{}/attempts", r.artifact("sl_orphan"))), "attempt\nattempt\n");
+}
+
 /// A training job that Slurm requeues (as on preemption or a node failure) starts again,
 /// resumes from the checkpoint in the store's scratch directory — not from step 1 — and
 /// produces the artifact of an uninterrupted run.

@@ -171,7 +171,8 @@ struct Selection {
 struct ApplyArgs {
     #[command(flatten)]
     selection: Selection,
-    /// Stages to run at once (default: the number of cores).
+    /// Stages to run at once here (default: the number of cores). Stages with a Slurm
+    /// `executor:` do not count: every ready one is submitted (docs/cluster.md).
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
     /// After a failure, keep running the stages that do not depend on it.

@@ -507,6 +507,12 @@ impl StageRun {
             return Ok(self.failed_outcome(started, "interrupted".into(), None));
         }
         (self.sink)(&Event::StageStarted { stage: self.name().to_owned(), fingerprint: fp });
+        let script = self.store.scratch_dir(&fp).join("job.sh");
+        if matches!(self.p.checked[self.index].executor, Executor::Slurm(_))
+            && let Some(job) = slurm::cancel_leftover(&script).await
+        {
+            self.notice(format!("cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"));
+        }
         let out = self.store.fresh_output_dir(&fp)?;
         let log = self.store.log_path(&fp);
         let spec = self.process(&out)?;
@@ -528,7 +534,6 @@ impl StageRun {
                         self.notice(format!("Slurm requeued job {job} (restart {restarts}); it resumes from its last checkpoint"))
                     }
                 };
-                let script = self.store.scratch_dir(&fp).join("job.sh");
                 let job = slurm::Job { spec: &spec, opts, name: self.name(), script: &script, log: &log };
                 slurm::run(&job, self.cancel.clone(), on_progress, &on_job).await?
             }
@@ -615,6 +620,11 @@ impl StageRun {
         env.insert("FLOW_OUT".to_owned(), out.display().to_string());
         env.insert("FLOW_STAGE".to_owned(), stage.name.clone());
         env.insert("FLOW_FINGERPRINT".to_owned(), self.fingerprint.to_string());
+        // Kept across interrupted runs of this fingerprint (a crash, Ctrl-C, a requeued job),
+        // removed once the artifact is committed: where a long command keeps its checkpoints.
+        let resume = self.store.scratch_dir(&self.fingerprint).join("resume");
+        fs_err::create_dir_all(&resume)?;
+        env.insert("FLOW_RESUME".to_owned(), resume.display().to_string());
         if !checked.shell {
             let task = Task {
                 kind: stage.kind.clone(),
@@ -623,7 +633,7 @@ impl StageRun {
                 inputs,
                 files: Workflow::input_files(stage).iter().map(|f| p.workflow.dir.join(f)).collect(),
                 out: out.to_path_buf(),
-                resume: self.store.scratch_dir(&self.fingerprint).join("resume"),
+                resume,
                 device: checked.device.clone(),
             };
             let task_file = self.store.scratch_dir(&self.fingerprint).join("task.json");

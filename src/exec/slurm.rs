@@ -1,8 +1,8 @@
 //! The Slurm executor: one stage, one batch job. The job runs the very process the local
 //! executor would start (`sh -c` for a command stage, `flow run-stage` for a built-in kind)
 //! against the same store, so the store must be on a filesystem the nodes share. `sbatch`
-//! submits it, `scontrol show job` follows it (a poll that grows from 0.25 s to 2 s, rather than
-//! `sbatch --wait`'s slow one), its log is read as it grows for progress lines, its final state
+//! submits it, `scontrol show job` follows it (every 0.25 s for 10 s, then less often up to every
+//! 2 s, rather than `sbatch --wait`'s slow poll), its log is read as it grows for progress lines, its final state
 //! becomes the stage's, and `scancel` stops it when the run is cancelled.
 //!
 //! Jobs are submitted with `--requeue`: a job Slurm requeues (preemption, node failure) starts
@@ -23,6 +23,8 @@ use crate::stages::Progress;
 
 const FIRST_POLL: Duration = Duration::from_millis(250);
 const LAST_POLL: Duration = Duration::from_secs(2);
+/// How long a job is polled every FIRST_POLL before the interval grows.
+const QUICK: Duration = Duration::from_secs(10);
 /// How long a cancelled job may take to leave the running states before flow stops waiting.
 const CANCEL_WAIT: Duration = Duration::from_secs(60);
 
@@ -169,9 +171,11 @@ pub async fn run(
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
         return Ok(Exit::Job(format!("sbatch printed no job id: {}", stdout.trim())));
     }
+    fs_err::write(id_file(script_path), &id)?;
     on_job(JobEvent::Submitted(id.clone()));
     let mut reader = LogReader { offset: 0, partial: Vec::new() };
     let mut poll = FIRST_POLL;
+    let started = std::time::Instant::now();
     let mut restarts = 0;
     loop {
         if *cancel.borrow() {
@@ -192,30 +196,73 @@ pub async fn run(
             _ = tokio::time::sleep(poll) => {}
             _ = cancel.wait_for(|c| *c) => {}
         }
-        poll = (poll * 2).min(LAST_POLL);
+        // Short jobs are seen to end at once; a long job costs the controller one request
+        // every LAST_POLL.
+        if started.elapsed() > QUICK {
+            poll = (poll * 2).min(LAST_POLL);
+        }
     }
 }
 
 async fn cancel_job(job: &str, log: &Path, reader: &mut LogReader, on_progress: &OnProgress) -> std::io::Result<Exit> {
-    let _ = Command::new("scancel").arg(job).status().await;
-    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if state(job).await.is_some_and(|s| s.exit(job).is_some()) {
-            break;
-        }
-        tokio::time::sleep(FIRST_POLL).await;
-    }
+    scancel(job).await;
     reader.read(log, on_progress);
     Ok(Exit::Cancelled)
 }
 
+/// Cancels `job` and waits (at most [`CANCEL_WAIT`]) until it has ended.
+async fn scancel(job: &str) {
+    let _ = Command::new("scancel").arg(job).status().await;
+    let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if state(job).await.is_some_and(|s| s.exit(job).is_some()) {
+            return;
+        }
+        tokio::time::sleep(FIRST_POLL).await;
+    }
+}
+
+/// Where the id of the job a script was submitted as is kept, beside the script.
+fn id_file(script: &Path) -> std::path::PathBuf {
+    script.with_file_name("job.id")
+}
+
+/// Cancels the job an earlier `flow apply` submitted from `script` if it is still queued or
+/// running — that apply died without cancelling it (SIGKILL, a lost session) — so that it
+/// cannot write into the output directory the new run is about to use. The new run resumes
+/// from the checkpoints the old job left. Returns the id of the job it cancelled.
+pub async fn cancel_leftover(script: &Path) -> Option<String> {
+    let id = std::fs::read_to_string(id_file(script)).ok()?;
+    let id = id.trim();
+    let out = Command::new("scontrol").args(["show", "job", "-o", id]).stdin(std::process::Stdio::null()).output().await.ok()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let line = line.lines().next()?;
+    // Job ids are reused eventually: only the job that runs this very script is ours.
+    let ours = line.split_whitespace().any(|f| f.strip_prefix("Command=") == Some(&*script.display().to_string()));
+    let active = JobState::parse(line).is_some_and(|s| s.exit(id).is_none());
+    if !(ours && active) {
+        return None;
+    }
+    scancel(id).await;
+    Some(id.to_owned())
+}
+
 /// The job's state, or `None` when `scontrol` gave no answer this time (the controller may be
-/// restarting; the next poll asks again).
+/// restarting; the next poll asks again). A job the controller no longer knows — purged
+/// before flow saw it end — reads as the final state `UNKNOWN`.
 async fn state(job: &str) -> Option<JobState> {
     let out = Command::new("scontrol").args(["show", "job", "-o", job]).stdin(std::process::Stdio::null()).output().await.ok()?;
     if !out.status.success() {
-        tracing::debug!(job, stderr = %String::from_utf8_lossy(&out.stderr), "scontrol failed");
-        return None;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        tracing::debug!(job, %stderr, "scontrol failed");
+        return stderr.contains("Invalid job id").then(|| JobState {
+            state: "UNKNOWN".into(),
+            exit_code: 0,
+            signal: 0,
+            reason: "the controller no longer knows the job".into(),
+            restarts: 0,
+            time_limit: String::new(),
+        });
     }
     JobState::parse(String::from_utf8_lossy(&out.stdout).lines().next()?)
 }
