@@ -108,3 +108,31 @@ fn ctrl_c_stops_the_run_and_commits_nothing() {
     let plan = stdout(&p.flow(&["plan", "wf.yaml"]));
     assert!(plan.contains("will run slow"), "{plan}");
 }
+
+/// `--device` overrides every stage's device without touching fingerprints; a build without
+/// CUDA asked for a GPU fails the stages that need one and says how to build with CUDA; the
+/// run record names the device a stage actually used (`auto` here is the CPU).
+#[test]
+fn device_choice_is_recorded_and_a_cpu_build_explains_how_to_get_cuda() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\ndefaults: {seed: 2}\nstages:\n  text: {kind: corpus, with: {documents: 40}}\n  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 280}}\n  model: {kind: init, needs: {tokenizer: data}, with: {layers: 1, hidden: 16, heads: 2, ffn: 32}}\n",
+    );
+    if cfg!(not(feature = "cuda")) {
+        let r = p.apply("wf.yaml", &["--device", "cuda"]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let why = r.stage("model")["reason"].as_str().unwrap().to_owned();
+        assert!(r.stage("model")["log_tail"].to_string().contains("--features cuda"), "{why}: {:?}", r.stage("model"));
+        assert_eq!(r.status("data"), "ran", "stages that use no device are not affected");
+    }
+    let r = p.apply("wf.yaml", &["--device", "cpu"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let again = p.apply("wf.yaml", &["--device", "auto"]);
+    assert_eq!(again.with_status("cached").len(), 3, "the device is not part of the fingerprint");
+    let show = stdout(&p.flow(&["show", "wf.yaml", "model"]));
+    assert!(show.contains("device cpu,"), "{show}");
+    let out = p.flow(&["apply", "wf.yaml", "--device", "gpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("devices are `cpu`, `cuda`, `cuda:N` or `auto`"));
+}

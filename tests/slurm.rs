@@ -106,6 +106,7 @@ fn a_workflow_through_slurm_gives_the_local_artifacts_and_cached_stages_submit_n
     let jobs = submitted(&evs);
     assert_eq!(jobs.len(), 7, "one job per stage: {jobs:?}");
     for (stage, id) in &jobs {
+        assert_eq!(r.stage(stage)["fingerprint"], reference.stage(stage)["fingerprint"], "the executor is not part of the fingerprint");
         assert_eq!(r.artifact(stage), reference.artifact(stage), "stage {stage}");
         let j = job(id);
         assert_eq!((j["JobState"].as_str(), j["JobName"].as_str()), ("COMPLETED", format!("flow:{stage}").as_str()));

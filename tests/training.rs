@@ -370,3 +370,32 @@ fn every_built_in_kind_is_bit_reproducible_on_cpu() {
         assert_eq!(runs[2].artifact(name), runs[0].artifact(name), "`{name}` differs on one thread");
     }
 }
+
+/// `precision: bf16` trains through bf16 casts of f32 master weights: it learns about as well
+/// as f32, the optimizer state and the saved weights stay f32, and spelling out the default
+/// `precision: f32` changes no fingerprint.
+#[test]
+fn bf16_training_keeps_f32_weights_and_tracks_the_f32_loss() {
+    let p = Project::new();
+    p.write("wf.yaml", &pipeline(30));
+    let base = p.apply("wf.yaml", &["--target", "pre"]);
+    assert_eq!(base.code, 0, "{}", base.stderr);
+    let explicit = p.apply("wf.yaml", &["--target", "pre", "--set", "pre.with.precision=f32"]);
+    assert_eq!(explicit.status("pre"), "cached", "the default precision is not part of the parameters");
+    let half = p.apply("wf.yaml", &["--target", "pre", "--set", "pre.with.precision=bf16"]);
+    assert_eq!(half.code, 0, "{}", half.stderr);
+    assert_ne!(half.stage("pre")["fingerprint"], base.stage("pre")["fingerprint"]);
+    let loss = |r: &Applied| metrics(&p, r, "pre").last().unwrap()["loss"].as_f64().unwrap();
+    let first = metrics(&p, &base, "pre")[0]["loss"].as_f64().unwrap();
+    let (l32, l16) = (loss(&base), loss(&half));
+    assert!(l16 < first - 0.5, "bf16 learns: {first} → {l16}");
+    assert!((l16 - l32).abs() < 0.1 * l32, "bf16 {l16} vs f32 {l32}");
+    let dir = p.cache().join("artifacts").join(half.artifact("pre"));
+    for file in ["model.safetensors", "optimizer.safetensors"] {
+        let tensors = candle_core::safetensors::load(dir.join(file), &candle_core::Device::Cpu).unwrap();
+        assert!(tensors.values().all(|t| t.dtype() != candle_core::DType::BF16), "{file} holds f32 (and the u64 step)");
+    }
+    let bad = p.flow(&["plan", "wf.yaml", "--set", "pre.with.precision=fp8"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("stage `pre`, parameter `precision`: unknown variant `fp8`"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

@@ -175,6 +175,10 @@ struct ApplyArgs {
     /// `executor:` do not count: every ready one is submitted (docs/cluster.md).
     #[arg(short, long, value_name = "N")]
     jobs: Option<usize>,
+    /// Run every built-in stage on DEVICE (`cpu`, `cuda`, `cuda:N` or `auto`), whatever the
+    /// workflow says. Not part of any fingerprint (docs/gpu.md).
+    #[arg(long, value_name = "DEVICE", value_parser = device_arg)]
+    device: Option<String>,
     /// After a failure, keep running the stages that do not depend on it.
     #[arg(long)]
     keep_going: bool,
@@ -404,7 +408,10 @@ fn reporter_sink(json: bool, progress: bool) -> apply::Sink {
 }
 
 async fn apply_cmd(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failure> {
-    let Loaded { prepared, store } = load(cache, &args.selection)?;
+    let Loaded { mut prepared, store } = load(cache, &args.selection)?;
+    if let Some(device) = &args.device {
+        prepared.checked.iter_mut().for_each(|c| c.device.clone_from(device));
+    }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let remote = open_remote(&args.remote, &prepared.workflow)?;
     let push = !args.remote.offline && (args.push || prepared.workflow.store.push);
@@ -687,6 +694,10 @@ fn run_stage(task_file: &Path) -> Result<u8, Failure> {
     };
     kind.run(&task, &mut progress).map_err(|e| Failure::new(exit::STAGE_FAILED, e))?;
     Ok(exit::OK)
+}
+
+fn device_arg(s: &str) -> Result<String, String> {
+    if crate::stages::is_device(s) { Ok(s.to_owned()) } else { Err("devices are `cpu`, `cuda`, `cuda:N` or `auto`".into()) }
 }
 
 fn human_bytes(n: u64) -> String {

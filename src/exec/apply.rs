@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -94,6 +94,7 @@ pub async fn apply(
     let mut lock = p.lock.clone();
     let mut finished: BTreeSet<usize> = BTreeSet::new();
     let on_cluster = |i: usize| matches!(p.checked[i].executor, Executor::Slurm(_));
+    let mut gpus = GpuSlots::new(crate::ml::device::gpu_count());
 
     loop {
         let cancelled = *cancel_rx.borrow();
@@ -120,6 +121,7 @@ pub async fn apply(
                 sink: Arc::clone(&sink),
                 cancel: cancel_rx.clone(),
                 upstream,
+                gpu: OnceLock::new(),
             });
             tracing::debug!(stage = %p.workflow.stages[i].name, fingerprint = %run.fingerprint, "ready");
             tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");
@@ -129,11 +131,18 @@ pub async fn apply(
         }
         // Slurm stages take no local slot: the cluster schedules them, so all that are ready
         // are submitted together.
+        // A stage on a GPU also waits for one to be free.
         if !stopping && !cancelled {
-            while let Some(i) = to_run.iter().copied().find(|&i| on_cluster(i) || running < jobs) {
+            let admissible = |i: usize, running: usize, gpus: &GpuSlots| on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)));
+            while let Some(i) = to_run.iter().copied().find(|&i| admissible(i, running, &gpus)) {
                 to_run.remove(&i);
                 running += usize::from(!on_cluster(i));
                 let run = Arc::clone(&runs[&i]);
+                if !on_cluster(i)
+                    && let Some(gpu) = gpus.take(gpu_wanted(&p, i))
+                {
+                    let _ = run.gpu.set(gpu);
+                }
                 tasks.spawn(async move { Report::Ran(run.run().await) });
             }
         }
@@ -147,6 +156,9 @@ pub async fn apply(
             Report::Looked { index, hit: Err(e) } => runs[&index].store_failure(Instant::now(), &e),
             Report::Ran(done) => {
                 running -= usize::from(!on_cluster(done.index));
+                if let Some(&gpu) = runs[&done.index].gpu.get() {
+                    gpus.give(gpu);
+                }
                 done
             }
         };
@@ -257,6 +269,8 @@ struct StageRun {
     cancel: watch::Receiver<bool>,
     /// Artifact digests of the stages this one needs, by stage index.
     upstream: BTreeMap<usize, Digest>,
+    /// The GPU this run holds, if the scheduler gave it one.
+    gpu: OnceLock<usize>,
 }
 
 impl StageRun {
@@ -518,11 +532,15 @@ impl StageRun {
         let spec = self.process(&out)?;
         tracing::debug!(stage = self.name(), cwd = %spec.cwd.display(), out = %out.display(), "starting");
         let last = Arc::new(Mutex::new(None::<Progress>));
+        let used = Arc::new(Mutex::new(None::<String>));
         let on_progress: runner::OnProgress = {
-            let (sink, stage, last) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last));
+            let (sink, stage, last, used) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last), Arc::clone(&used));
             Arc::new(move |progress: Progress| {
                 sink(&Event::StageProgress { stage: stage.clone(), progress: progress.clone() });
-                *last.lock().expect("progress lock") = Some(progress);
+                match progress.device {
+                    Some(device) => *used.lock().expect("progress lock") = Some(device),
+                    None => *last.lock().expect("progress lock") = Some(progress),
+                }
             })
         };
         let exit = match &self.p.checked[self.index].executor {
@@ -558,7 +576,7 @@ impl StageRun {
             stage: stage.name.clone(),
             workflow: self.p.workflow.name.clone(),
             seconds,
-            device: self.p.checked[self.index].device.clone(),
+            device: used.lock().expect("progress lock").clone().unwrap_or_else(|| self.p.checked[self.index].device.clone()),
             metrics: summary(last.lock().expect("progress lock").as_ref()),
         };
         let record = match self.store.commit(&fp, &out, prov, self.force).await {
@@ -634,7 +652,7 @@ impl StageRun {
                 files: Workflow::input_files(stage).iter().map(|f| p.workflow.dir.join(f)).collect(),
                 out: out.to_path_buf(),
                 resume,
-                device: checked.device.clone(),
+                device: self.gpu.get().map_or_else(|| checked.device.clone(), |n| format!("cuda:{n}")),
             };
             let task_file = self.store.scratch_dir(&self.fingerprint).join("task.json");
             fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
@@ -667,6 +685,54 @@ impl StageRun {
     }
 }
 
+/// Which GPU a local stage needs: `None` if none, `Some(None)` for any free one,
+/// `Some(Some(n))` for `cuda:N`. `auto` wants one only where there are GPUs.
+fn gpu_wanted(p: &Prepared, i: usize) -> Option<Option<usize>> {
+    let c = &p.checked[i];
+    if !c.uses_device || crate::ml::device::gpu_count() == 0 {
+        return None;
+    }
+    match c.device.as_str() {
+        "cuda" | "auto" => Some(None),
+        d => d.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Some),
+    }
+}
+
+/// The GPUs not held by a running stage: one stage per GPU, so that two trainings never
+/// share one device's memory.
+struct GpuSlots {
+    count: usize,
+    free: BTreeSet<usize>,
+}
+
+impl GpuSlots {
+    fn new(count: usize) -> Self {
+        Self { count, free: (0..count).collect() }
+    }
+
+    /// Whether a stage wanting `want` can start now. A GPU this machine does not have never
+    /// frees up: the stage starts and fails saying so.
+    fn fits(&self, want: Option<Option<usize>>) -> bool {
+        match want {
+            None => true,
+            Some(None) => !self.free.is_empty(),
+            Some(Some(n)) => self.free.contains(&n) || n >= self.count,
+        }
+    }
+
+    fn take(&mut self, want: Option<Option<usize>>) -> Option<usize> {
+        let n = match want? {
+            None => *self.free.first()?,
+            Some(n) => n,
+        };
+        self.free.remove(&n).then_some(n)
+    }
+
+    fn give(&mut self, n: usize) {
+        self.free.insert(n);
+    }
+}
+
 /// The record's metrics summary: the last progress report of the run.
 fn summary(last: Option<&Progress>) -> serde_json::Map<String, serde_json::Value> {
     match last.map(serde_json::to_value) {
@@ -694,4 +760,25 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuSlots;
+
+    #[test]
+    fn gpu_slots_hold_one_stage_per_gpu() {
+        let mut gpus = GpuSlots::new(2);
+        assert!(gpus.fits(None) && gpus.fits(Some(None)) && gpus.fits(Some(Some(1))));
+        assert_eq!(gpus.take(Some(Some(1))), Some(1));
+        assert!(!gpus.fits(Some(Some(1))), "cuda:1 is held");
+        assert_eq!(gpus.take(Some(None)), Some(0));
+        assert!(!gpus.fits(Some(None)), "both are held");
+        assert!(gpus.fits(None), "CPU stages never wait for a GPU");
+        assert!(gpus.fits(Some(Some(5))), "a GPU the machine lacks does not block: the stage fails saying so");
+        assert_eq!(gpus.take(Some(Some(5))), None);
+        gpus.give(1);
+        assert_eq!(gpus.take(Some(None)), Some(1));
+        assert_eq!(GpuSlots::new(0).take(Some(None)), None);
+    }
 }

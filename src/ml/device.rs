@@ -1,14 +1,102 @@
-//! Device selection, in one place so the CUDA build can extend it.
+//! Device selection, in one place: what `cpu`, `cuda`, `cuda:N` and `auto` mean in this build,
+//! how many GPUs the scheduler may hand out, and how a run record names the device it used.
 
 use candle_core::Device;
 
-/// The device for a stage's `device:` setting: `cpu`, `auto`, `cuda` or `cuda:N`.
+/// What a build without CUDA says when asked for a GPU.
+pub const NO_CUDA: &str =
+    "this build of flow runs on the CPU only; build it with `--features cuda` (scripts/build-cuda.sh does, without a CUDA install; docs/gpu.md)";
+
+/// The device for a stage's `device:` setting.
 pub fn select(name: &str) -> Result<Device, String> {
     match name {
-        "cpu" | "auto" => Ok(Device::Cpu),
-        other if other == "cuda" || other.starts_with("cuda:") => {
-            Err(format!("device `{other}` needs a CUDA build of flow; this build runs on the CPU only"))
+        "cpu" => Ok(Device::Cpu),
+        "auto" if gpu_count() > 0 => cuda(0),
+        "auto" => Ok(Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(format!("unknown device `{other}`")),
+        },
+    }
+}
+
+/// How a run record names the device: `cpu`, or `cuda:0 (NVIDIA H100 80GB HBM3, driver 13.0)`.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".to_owned(),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => gpu::describe(device.location()),
+        other => format!("{:?}", other.location()),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(n: usize) -> Result<Device, String> {
+    Err(format!("device `cuda:{n}` was asked for, but {NO_CUDA}"))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(n: usize) -> Result<Device, String> {
+    let count = gpu_count();
+    if n >= count {
+        return Err(format!("device `cuda:{n}` was asked for, but this machine has {count} GPU(s) visible"));
+    }
+    Device::new_cuda(n).map_err(|e| format!("cannot open `cuda:{n}`: {e}"))
+}
+
+/// The GPUs visible to this process (`CUDA_VISIBLE_DEVICES` applies); 0 in a build without
+/// CUDA or on a machine without a driver.
+#[cfg(not(feature = "cuda"))]
+pub fn gpu_count() -> usize {
+    0
+}
+
+#[cfg(feature = "cuda")]
+pub fn gpu_count() -> usize {
+    gpu::count()
+}
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use candle_core::DeviceLocation;
+    use candle_core::cuda_backend::cudarc::driver::{CudaContext, sys};
+
+    pub fn count() -> usize {
+        static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *COUNT.get_or_init(|| CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0)))
+    }
+
+    pub fn describe(location: DeviceLocation) -> String {
+        let DeviceLocation::Cuda { gpu_id } = location else { return format!("{location:?}") };
+        let name = CudaContext::new(gpu_id).and_then(|c| c.name()).unwrap_or_else(|e| format!("unnamed: {e}"));
+        let mut version = 0;
+        // SAFETY: cuDriverGetVersion writes one int through a valid pointer.
+        let driver = match unsafe { sys::cuDriverGetVersion(&mut version) } {
+            sys::CUresult::CUDA_SUCCESS => format!("{}.{}", version / 1000, version % 1000 / 10),
+            _ => "unknown".to_owned(),
+        };
+        format!("cuda:{gpu_id} ({name}, driver {driver})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_devices_and_a_cpu_build_explains_how_to_get_cuda() {
+        assert!(matches!(select("cpu"), Ok(Device::Cpu)));
+        assert_eq!(select("gpu").unwrap_err(), "unknown device `gpu`");
+        assert_eq!(select("cuda:x").unwrap_err(), "unknown device `cuda:x`");
+        assert_eq!(describe(&Device::Cpu), "cpu");
+        if gpu_count() == 0 {
+            assert!(matches!(select("auto"), Ok(Device::Cpu)), "auto falls back to the CPU");
         }
-        other => Err(format!("unknown device `{other}`")),
+        #[cfg(not(feature = "cuda"))]
+        {
+            let e = select("cuda:1").unwrap_err();
+            assert!(e.starts_with("device `cuda:1` was asked for") && e.contains("--features cuda"), "{e}");
+        }
     }
 }

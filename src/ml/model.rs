@@ -127,6 +127,10 @@ pub struct Model {
     pub config: Config,
     params: BTreeMap<String, Var>,
     device: Device,
+    /// The dtype the forward pass computes in. The parameters (and so the optimizer and the
+    /// saved weights) stay f32: with bf16 or f16 every step casts them down, and their
+    /// gradients come back to f32 through the casts.
+    compute: DType,
 }
 
 impl std::fmt::Debug for Model {
@@ -166,7 +170,7 @@ impl Model {
             let t = Tensor::from_vec(data, shape, device)?;
             params.insert(name, Var::from_tensor(&t)?);
         }
-        Ok(Self { config, params, device: device.clone() })
+        Ok(Self { config, params, device: device.clone(), compute: DType::F32 })
     }
 
     /// Builds a model from named tensors, which must be exactly the config's parameters.
@@ -185,7 +189,7 @@ impl Model {
         if let Some(extra) = tensors.keys().min() {
             candle_core::bail!("checkpoint has tensor `{extra}` that the config does not describe");
         }
-        Ok(Self { config, params, device: device.clone() })
+        Ok(Self { config, params, device: device.clone(), compute: DType::F32 })
     }
 
     /// Loads `config.json` and `model.safetensors` from a model folder.
@@ -219,8 +223,14 @@ impl Model {
         &self.params[name]
     }
 
-    fn p(&self, name: &str) -> &Tensor {
-        self.params[name].as_tensor()
+    /// Computes the forward pass in `dtype` (f32, bf16 or f16) from here on.
+    pub fn set_compute(&mut self, dtype: DType) {
+        self.compute = dtype;
+    }
+
+    /// A parameter as the forward pass uses it: in the compute dtype.
+    fn p(&self, name: &str) -> candle_core::Result<Tensor> {
+        self.params[name].as_tensor().to_dtype(self.compute)
     }
 
     /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]` (u32), one causal sequence per row.
@@ -236,7 +246,7 @@ impl Model {
             Some(p) => p.clone(),
             None => Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?.broadcast_as((b, t))?.contiguous()?,
         };
-        let dtype = self.p("model.embed_tokens.weight").dtype();
+        let dtype = self.compute;
         let (cos, sin) = self.rope_tables(&positions)?;
         let (cos, sin) = (cos.to_dtype(dtype)?, sin.to_dtype(dtype)?);
         let mask = match extra.mask {
@@ -244,30 +254,31 @@ impl Model {
             None => causal_mask(t, &self.device)?.reshape((1, 1, t, t))?,
         }
         .to_dtype(dtype)?;
-        let mut x = self.p("model.embed_tokens.weight").embedding(&tokens.flatten_all()?)?.reshape((b, t, h))?;
+        let mut x = self.p("model.embed_tokens.weight")?.embedding(&tokens.flatten_all()?)?.reshape((b, t, h))?;
         for l in 0..c.num_hidden_layers {
             let pre = format!("model.layers.{l}");
-            let normed = rms_norm(&x, self.p(&format!("{pre}.input_layernorm.weight")), c.rms_norm_eps)?;
+            let normed = rms_norm(&x, &self.p(&format!("{pre}.input_layernorm.weight"))?, c.rms_norm_eps)?;
             let attn = self.attention(&normed, &pre, &cos, &sin, &mask)?;
             x = (x + attn)?;
-            let normed = rms_norm(&x, self.p(&format!("{pre}.post_attention_layernorm.weight")), c.rms_norm_eps)?;
-            let gate = linear(&normed, self.p(&format!("{pre}.mlp.gate_proj.weight")))?;
-            let up = linear(&normed, self.p(&format!("{pre}.mlp.up_proj.weight")))?;
-            let mlp = linear(&(gate.silu()? * up)?, self.p(&format!("{pre}.mlp.down_proj.weight")))?;
+            let normed = rms_norm(&x, &self.p(&format!("{pre}.post_attention_layernorm.weight"))?, c.rms_norm_eps)?;
+            let gate = linear(&normed, &self.p(&format!("{pre}.mlp.gate_proj.weight"))?)?;
+            let up = linear(&normed, &self.p(&format!("{pre}.mlp.up_proj.weight"))?)?;
+            let mlp = linear(&(gate.silu()? * up)?, &self.p(&format!("{pre}.mlp.down_proj.weight"))?)?;
             x = (x + mlp)?;
         }
-        let x = rms_norm(&x, self.p("model.norm.weight"), c.rms_norm_eps)?;
+        let x = rms_norm(&x, &self.p("model.norm.weight")?, c.rms_norm_eps)?;
         let head = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-        linear(&x, self.p(head))
+        // Logits leave in f32 whatever the compute dtype: the loss and sampling read them.
+        linear(&x, &self.p(head)?)?.to_dtype(DType::F32)
     }
 
     fn attention(&self, x: &Tensor, pre: &str, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-        let q = linear(x, self.p(&format!("{pre}.self_attn.q_proj.weight")))?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
-        let k = linear(x, self.p(&format!("{pre}.self_attn.k_proj.weight")))?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
-        let v = linear(x, self.p(&format!("{pre}.self_attn.v_proj.weight")))?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let q = linear(x, &self.p(&format!("{pre}.self_attn.q_proj.weight"))?)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
+        let k = linear(x, &self.p(&format!("{pre}.self_attn.k_proj.weight"))?)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let v = linear(x, &self.p(&format!("{pre}.self_attn.v_proj.weight"))?)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
         let q = apply_rope(&q.contiguous()?, cos, sin)?;
         let k = apply_rope(&k.contiguous()?, cos, sin)?;
         let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.contiguous()?, nh / nkv)?);
@@ -275,7 +286,7 @@ impl Model {
         let scores = scores.broadcast_add(mask)?;
         let probs = super::ops::softmax_last(&scores)?;
         let out = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, nh * hd))?;
-        linear(&out, self.p(&format!("{pre}.self_attn.o_proj.weight")))
+        linear(&out, &self.p(&format!("{pre}.self_attn.o_proj.weight"))?)
     }
 
     /// cos and sin tables `[batch, 1, seq, head_dim]` for the given positions, in HF's
@@ -405,7 +416,7 @@ mod tests {
             for (k, t) in tensors {
                 params.insert(k, Var::from_tensor(&t).unwrap());
             }
-            Model { config: model.config.clone(), params, device: Device::Cpu }
+            Model { config: model.config.clone(), params, device: Device::Cpu, compute: DType::F32 }
         };
         let (x, y) = batch(30, 2, 6, 2);
         let loss = |m: &Model| -> f64 {

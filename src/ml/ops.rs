@@ -5,9 +5,11 @@
 //!
 //! They are candle `CustomOp`s *with* `bwd`, unlike candle-nn's fused softmax (whose missing
 //! backward silently stops learning, reference §0). The gradient tests in `model` and here
-//! check them against the elementary-op versions.
+//! check them against the elementary-op versions, which are what runs where the kernels do not:
+//! on a GPU (candle has CUDA kernels for every elementary op, and their backward passes) and on
+//! half-precision tensors.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// The float types the kernels run on: f32 for training, f64 for gradient checks.
@@ -120,8 +122,16 @@ impl CustomOp2 for SoftmaxGrad {
     }
 }
 
+/// Whether the fused CPU kernels take `x`: f32 or f64 on the CPU.
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
 /// Softmax over the last dimension, with a backward pass.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    if !fused(x) {
+        return candle_nn::ops::softmax(x, D::Minus1);
+    }
     x.contiguous()?.apply_op1(Softmax)
 }
 
@@ -201,6 +211,16 @@ impl CustomOp3 for CrossEntropyGrad {
 
 /// Per-row cross-entropy losses `[n]` of `[n, v]` logits against `[n]` u32 targets.
 pub fn cross_entropy_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if !fused(logits) {
+        let v = logits.dim(1)?;
+        // The kernel refuses a target outside the vocabulary; a gather on a GPU would read
+        // whatever is there.
+        if targets.max_all()?.to_dtype(DType::U32)?.to_scalar::<u32>()? as usize >= v {
+            candle_core::bail!("a target is outside the vocabulary of {v}");
+        }
+        let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+        return logp.gather(&targets.unsqueeze(1)?.contiguous()?, 1)?.squeeze(1)?.neg();
+    }
     logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy)
 }
 
@@ -330,14 +350,22 @@ impl CustomOp2 for RmsNormGradW {
     }
 }
 
-/// RMSNorm over the last dimension with gain `w`, with a backward pass for both.
+/// RMSNorm over the last dimension with gain `w`, with a backward pass for both. Half-precision
+/// inputs are normalised in f32.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fused(x) {
+        let dtype = x.dtype();
+        let x = x.to_dtype(DType::F32)?;
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(&w.to_dtype(DType::F32)?)?;
+        return y.to_dtype(dtype);
+    }
     x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps })
 }
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{D, DType, Device, Var};
+    use candle_core::{Device, Var};
 
     use super::*;
 
@@ -377,6 +405,32 @@ mod tests {
         let g2 = (reference * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
         assert!(max_diff(g1.get(&w1).unwrap(), g2.get(&w1).unwrap()) < 1e-12);
+    }
+
+    /// What runs on a GPU or on half precision: the same results, and gradients, as the kernels.
+    #[test]
+    fn the_elementary_path_matches_the_kernels() {
+        let x = sample((5, 12), 7);
+        let w = Var::from_tensor(&sample((1, 12), 8).as_tensor().squeeze(0).unwrap()).unwrap();
+        let probe = sample((5, 12), 9);
+        let t = Tensor::from_vec(vec![0u32, 3, 11, 7, 5], 5, &Device::Cpu).unwrap();
+        let half = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
+        let back = |t: Tensor| t.to_dtype(DType::F64).unwrap();
+        for (name, kernel, elementary, tolerance) in [
+            ("softmax", softmax_last(x.as_tensor()).unwrap(), back(softmax_last(&half(x.as_tensor())).unwrap()), 1e-2),
+            ("rms_norm", rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap(), back(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()), 3e-2),
+            ("cross_entropy", cross_entropy_rows(x.as_tensor(), &t).unwrap(), back(cross_entropy_rows(&half(x.as_tensor()), &t).unwrap()), 3e-2),
+        ] {
+            assert!(max_diff(&kernel, &elementary) < tolerance, "{name}: {}", max_diff(&kernel, &elementary));
+        }
+        // Gradients through the half-precision path reach the f64 variables, close to the kernels'.
+        let loss = |y: Tensor| (y.to_dtype(DType::F64).unwrap() * probe.as_tensor()).unwrap().sum_all().unwrap();
+        let g1 = loss(rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()).backward().unwrap();
+        let g2 = loss(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()).backward().unwrap();
+        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 5e-2);
+        assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 5e-2);
+        let bad = Tensor::from_vec(vec![12u32; 5], 5, &Device::Cpu).unwrap();
+        assert!(cross_entropy_rows(&half(x.as_tensor()), &bad).is_err());
     }
 
     #[test]

@@ -80,7 +80,7 @@ const ROLES: &[Role] = &[
 
 impl Kind for Data {
     fn about(&self) -> &'static About {
-        &About { name: "data", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: &["index.json", "tokenizer.json", "train.bin"] }
+        &About { name: "data", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: false, defaults: &["seed"], outputs: &["index.json", "tokenizer.json", "train.bin"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

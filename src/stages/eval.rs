@@ -102,7 +102,7 @@ pub struct Score {
 
 impl Kind for Eval {
     fn about(&self) -> &'static About {
-        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &[], outputs: &["metrics.json"] }
+        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &[], outputs: &["metrics.json"] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -121,7 +121,7 @@ impl Kind for Eval {
             return Err(StageError::Input("an eval stage needs a `data` or a `tasks` role (or both)".into()));
         }
         let model_dir = task.input("model")?;
-        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+        let device = task.open_device(progress)?;
         let model = Model::load(model_dir, &device)?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
         let language = match task.inputs.get("data") {

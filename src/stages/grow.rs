@@ -53,17 +53,17 @@ const ROLES: &[Role] = &[Role { name: "model", list: false, required: true }];
 
 impl Kind for Grow {
     fn about(&self) -> &'static About {
-        &About { name: "grow", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::MODEL }
+        &About { name: "grow", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         Ok(typed::<Params>(with)?.1)
     }
 
-    fn run(&self, task: &Task, _progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         let dir = task.input("model")?;
-        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+        let device = task.open_device(progress)?;
         let model = Model::load(dir, &device)?;
         let c = &model.config;
         let plan = Plan {

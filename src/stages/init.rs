@@ -76,7 +76,7 @@ impl Params {
 
 impl Kind for Init {
     fn about(&self) -> &'static About {
-        &About { name: "init", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::MODEL }
+        &About { name: "init", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -90,11 +90,11 @@ impl Kind for Init {
         Ok(serde_json::to_value(&p).expect("parameters serialise"))
     }
 
-    fn run(&self, task: &Task, _progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
+    fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         let tokenizer_path = task.input("tokenizer")?.join("tokenizer.json");
         let tokenizer = Tokenizer::load(&tokenizer_path)?;
-        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+        let device = task.open_device(progress)?;
         let model = Model::init(p.config(tokenizer.vocab_size()), p.seed, &device)?;
         model.save(&task.out)?;
         fs_err::copy(&tokenizer_path, task.out.join("tokenizer.json"))?;

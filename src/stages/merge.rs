@@ -58,7 +58,7 @@ const ROLES: &[Role] = &[
 
 impl Kind for Merge {
     fn about(&self) -> &'static About {
-        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::MODEL }
+        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -90,7 +90,7 @@ impl Kind for Merge {
 
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
-        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
+        let device = task.open_device(progress)?;
         let dirs = task.inputs.get("models").cloned().unwrap_or_default();
         let base_dir = task.inputs.get("base").and_then(|b| b.first()).cloned();
         match (p.method, base_dir.is_some(), dirs.len()) {

@@ -58,6 +58,13 @@ impl Task {
     pub fn params<P: DeserializeOwned>(&self) -> Result<P, StageError> {
         serde_json::from_value(self.params.clone()).map_err(|e| StageError::Input(format!("parameters: {e}")))
     }
+
+    /// Opens the stage's device and reports which it is (the run record keeps it).
+    pub fn open_device(&self, progress: &mut dyn FnMut(&Progress)) -> Result<candle_core::Device, StageError> {
+        let device = crate::ml::device::select(&self.device).map_err(StageError::Input)?;
+        progress(&Progress { device: Some(crate::ml::device::describe(&device)), ..Default::default() });
+        Ok(device)
+    }
 }
 
 /// A progress report from a running stage.
@@ -71,6 +78,9 @@ pub struct Progress {
     pub tokens_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eta_s: Option<f64>,
+    /// Set once, before the first step: the device the stage runs on, as the record names it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,20 +111,40 @@ pub fn typed<P: DeserializeOwned + Serialize>(with: &Map<String, Value>) -> Resu
                 _ => None,
             })
             .collect();
-        ParamError { path, message: e.inner().to_string() }
+        let message = e.inner().to_string();
+        // Inside a `#[serde(flatten)]` group serde loses the key; the value it quotes finds it.
+        let path = if path.is_empty() {
+            with.iter()
+                .find(|(_, v)| v.as_str().is_some_and(|v| message.contains(&format!("`{v}`"))))
+                .map(|(k, _)| vec![k.clone()])
+                .unwrap_or_default()
+        } else {
+            path
+        };
+        ParamError { path, message }
     })?;
-    let canonical = serde_json::to_value(&p).expect("parameters serialise");
+    let mut canonical = serde_json::to_value(&p).expect("parameters serialise");
     // Every field serialises (defaults filled in), so a key of `with:` missing from the
     // canonical form is one the kind does not know.
-    if let Value::Object(known) = &canonical {
+    if let Value::Object(known) = &mut canonical {
         let names: Vec<&str> = known.keys().map(String::as_str).collect();
         if let Some(key) = with.keys().find(|k| !known.contains_key(*k)) {
             let hint = crate::spec::closest(key, &names).map(|n| format!(" (did you mean `{n}`?)")).unwrap_or_default();
             return Err(ParamError { path: vec![key.clone()], message: format!("unknown parameter `{key}`{hint}") });
         }
+        for (key, default) in LATER_DEFAULTS {
+            if known.get(*key).and_then(Value::as_str) == Some(default) {
+                known.remove(*key);
+            }
+        }
     }
     Ok((p, canonical))
 }
+
+/// Parameters added after kinds were first released, with the default that keeps a stage
+/// doing what it did before. At that default they are left out of the canonical parameters,
+/// so fingerprints (and every cached artifact) from before they existed still hold.
+const LATER_DEFAULTS: &[(&str, &str)] = &[("precision", "f32")];
 
 /// The seed of every kind that takes one, unless `with:` or `defaults:` sets it.
 pub fn default_seed() -> u64 {
@@ -158,6 +188,8 @@ pub struct About {
     pub roles: Roles,
     /// Whether stages of this kind are a shell command (`run:` and `env:`).
     pub shell: bool,
+    /// Whether its stages compute on their `device:` (and so take a GPU slot on CUDA).
+    pub device: bool,
     /// The `defaults:` keys that apply to this kind's stages.
     pub defaults: &'static [&'static str],
     /// Files every successful run leaves non-empty in its output; a run that exits 0 without
@@ -190,6 +222,8 @@ pub struct Checked {
     pub params: Value,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Whether the kind computes on the device (a `command` stage or a data kind does not).
+    pub uses_device: bool,
     /// Runs `run:` through the shell rather than in `flow run-stage`.
     pub shell: bool,
     /// Where it runs (not part of the fingerprint).
@@ -365,7 +399,7 @@ impl Registry {
                 }
             };
             let outputs = if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
-            out.push(Checked { kind_version: kind.version, params, device, shell: kind.shell, executor, outputs });
+            out.push(Checked { kind_version: kind.version, params, device, uses_device: kind.device, shell: kind.shell, executor, outputs });
         }
         if errors.is_empty() {
             Ok(out)
@@ -389,6 +423,7 @@ pub fn missing_output(out: &Path, outputs: &[String]) -> Option<String> {
     })
 }
 
-fn is_device(d: &str) -> bool {
+/// Whether `d` names a device: `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn is_device(d: &str) -> bool {
     matches!(d, "cpu" | "cuda" | "auto") || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }

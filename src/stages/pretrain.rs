@@ -42,6 +42,30 @@ pub struct Optim {
     pub checkpoint_every: u64,
     #[serde(default = "super::default_seed")]
     pub seed: u64,
+    /// The dtype of the forward and backward passes; weights and optimizer state stay f32.
+    #[serde(default)]
+    pub precision: Precision,
+}
+
+/// `precision:` of a training stage. Only f32 is bit-reproducible across machines; bf16 and
+/// f16 are for GPUs, where they are faster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+            Precision::F16 => candle_core::DType::F16,
+        }
+    }
 }
 
 /// The settings pretrain and anneal share: the optimisation, the budget and validation windows.
@@ -204,7 +228,7 @@ impl Common {
 
 impl Kind for Pretrain {
     fn about(&self) -> &'static About {
-        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: TRAINED }
+        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: TRAINED }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -235,8 +259,9 @@ pub fn train_stage(
     let model_dir = task.input("model")?;
     let data_dir = task.input("data")?;
     same_tokenizer(model_dir, data_dir)?;
-    let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
-    let model = Model::load(model_dir, &device)?;
+    let device = task.open_device(progress)?;
+    let mut model = Model::load(model_dir, &device)?;
+    model.set_compute(o.precision.dtype());
     let index = Index::load(data_dir)?;
     if index.vocab_size != model.config.vocab_size {
         return Err(StageError::Input(format!(
@@ -285,7 +310,7 @@ pub fn train_loop(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Row>, StageError> {
     Ok(train::run(model, opt, cfg, lr, batches, &task.resume, &mut |t| {
-        progress(&Progress { step: t.step, total: t.total, loss: Some(t.loss), tokens_per_s: Some(t.tokens_per_s), eta_s: Some(t.eta_s) })
+        progress(&Progress { step: t.step, total: t.total, loss: Some(t.loss), tokens_per_s: Some(t.tokens_per_s), eta_s: Some(t.eta_s), device: None })
     })?)
 }
 

@@ -83,7 +83,7 @@ pub struct DataReport {
 
 impl Kind for Sft {
     fn about(&self) -> &'static About {
-        &About { name: "sft", version: 1, roles: Roles::Fixed(ROLES), shell: false, defaults: &["seed"], outputs: super::pretrain::TRAINED }
+        &About { name: "sft", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::pretrain::TRAINED }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -118,8 +118,9 @@ impl Kind for Sft {
         if files.is_empty() {
             return Err(StageError::Input("an sft stage needs a `data` stage or `.jsonl` files in `inputs:`".into()));
         }
-        let device = crate::ml::device::select(&task.device).map_err(StageError::Input)?;
-        let model = Model::load(model_dir, &device)?;
+        let device = task.open_device(progress)?;
+        let mut model = Model::load(model_dir, &device)?;
+        model.set_compute(o.precision.dtype());
         check_positions(&model, o.seq_len)?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
         let (train, val, mut report) = prepare(&files, &tokenizer, &p)?;
