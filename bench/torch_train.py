@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Train Hugging Face `LlamaForCausalLM` on CPU with the architecture flow's `init` kind makes,
-and print one JSON line of measurements. The PyTorch peer of bench/train.sh.
+"""Train Hugging Face `LlamaForCausalLM` with the architecture flow's `init` kind makes, on CPU
+(or `--device cuda`), and print one JSON line of measurements. The PyTorch peer of
+bench/train.sh and of scripts/gpu-check.sh.
 
     python bench/torch_train.py --vocab 2048 --hidden 128 --layers 2 --heads 4 --kv-heads 4 \
         --ffn 384 --tie --batch 16 --seq 128 --steps 40 --warmup-steps 5 --threads 2
@@ -45,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (scripts/gpu-check.sh)")
+    p.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                   help="bf16: autocast the forward pass, f32 master weights (flow's `precision: bf16`)")
     a = p.parse_args(argv)
     if a.kv_heads is None:
         a.kv_heads = a.heads
@@ -91,7 +95,7 @@ def main(argv=None):
     )
     theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", None))
     assert theta == 10000.0, f"RoPE theta came out as {theta}"
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).to(torch.float32).to(a.device)
     assert model.config._attn_implementation == "eager", model.config._attn_implementation
     assert model.config.tie_word_embeddings == a.tie
     if a.tie:
@@ -120,16 +124,17 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(a.seed)
     times, losses = [], []
     for step in range(a.steps):
-        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen, dtype=torch.long)
+        tokens = torch.randint(0, a.vocab, (a.batch, a.seq + 1), generator=gen, dtype=torch.long).to(a.device)
         x, y = tokens[:, :-1], tokens[:, 1:]
         t0 = time.perf_counter()
-        logits = model(input_ids=x).logits
+        with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.dtype == "bf16"):
+            logits = model(input_ids=x).logits
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        value = loss.item()
+        value = loss.item()  # waits for the GPU, so the time is the step's
         times.append(time.perf_counter() - t0)
         losses.append(value)
         if not math.isfinite(value):
@@ -142,6 +147,8 @@ def main(argv=None):
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     print(json.dumps({
         "impl": "pytorch",
+        "device": a.device,
+        "dtype": a.dtype,
         "params": n_params,
         "batch": a.batch,
         "seq": a.seq,

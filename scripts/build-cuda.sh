@@ -28,7 +28,7 @@ if [ ! -x "$venv/lib/python3.11/site-packages/nvidia/cu13/bin/nvcc" ] && ! ls "$
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "nvidia-cuda-nvcc==13.0.*" "nvidia-cuda-runtime==13.0.*" "nvidia-cublas==13.0.*" "nvidia-curand==10.*" \
-    "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*"
+    "nvidia-cuda-nvrtc==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==13.0.*"
 fi
 nv=$(realpath "$(ls -d "$venv"/lib/python3*/site-packages/nvidia/cu13 | head -1)")
 link=$(realpath -m target/cuda-link)

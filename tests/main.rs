@@ -9,6 +9,7 @@ mod concurrency;
 mod crash;
 mod examples;
 mod fuzz;
+mod gpu;
 mod malformed;
 mod proxy;
 mod remote;

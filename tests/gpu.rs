@@ -1,0 +1,50 @@
+//! Checks that need a CUDA device: a `--features cuda` build on a machine with a GPU. They are
+//! `#[ignore]`d, and `scripts/test.sh` leaves them out and says so unless `FLOW_TEST_CUDA=1`;
+//! run without a device they fail, never pass. `scripts/gpu-check.sh` makes the same checks
+//! (and measures throughput) with a built binary on a GPU machine without Rust.
+
+use crate::util::{Applied, Project};
+
+const WORKFLOW: &str = "version: 1
+defaults: {seed: 3}
+stages:
+  text: {kind: corpus, with: {documents: 300}}
+  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 400, val_fraction: 0.1}}
+  model: {kind: init, needs: {tokenizer: data}, with: {layers: 2, hidden: 64, heads: 4, ffn: 128}}
+  score: {kind: eval, needs: {model: model, data: data}, with: {seq_len: 32, windows: 8}}
+  step: {kind: pretrain, needs: {model: model, data: data}, with: {steps: 1, batch: 4, seq_len: 32, lr: 1.0e-3, warmup: 0}}
+";
+
+fn on(p: &Project, device: &str) -> Applied {
+    let r = p.apply("wf.yaml", &["--device", device, "--cache", device]);
+    assert_eq!(r.code, 0, "{device}: {}", r.stderr);
+    r
+}
+
+/// The same stages on the CPU and on `cuda:0`: `init` gives the same artifact, the forward
+/// pass the same validation loss to 1e-4, one training step the same weights to 1e-3, and the
+/// record names the GPU.
+#[test]
+#[ignore = "needs a CUDA device: a `--features cuda` build on a GPU machine (FLOW_TEST_CUDA=1)"]
+fn cuda_agrees_with_the_cpu_on_the_forward_pass_and_a_training_step() {
+    let p = Project::new();
+    p.write("wf.yaml", WORKFLOW);
+    let (cpu, gpu) = (on(&p, "cpu"), on(&p, "cuda:0"));
+    assert_eq!(cpu.artifact("model"), gpu.artifact("model"));
+    let val = |r: &Applied, d: &str| {
+        let m: serde_json::Value = serde_json::from_str(&p.read(&format!("{d}/artifacts/{}/metrics.json", r.artifact("score")))).unwrap();
+        m["val_loss"].as_f64().unwrap()
+    };
+    let (a, b) = (val(&cpu, "cpu"), val(&gpu, "cuda:0"));
+    assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "val loss {a} on the CPU, {b} on CUDA");
+    let weights = |r: &Applied, d: &str| {
+        candle_core::safetensors::load(p.path().join(format!("{d}/artifacts/{}/model.safetensors", r.artifact("step"))), &candle_core::Device::Cpu).unwrap()
+    };
+    let (wa, wb) = (weights(&cpu, "cpu"), weights(&gpu, "cuda:0"));
+    for (name, t) in &wa {
+        let diff = (t - &wb[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff <= 1e-3, "{name}: {diff}");
+    }
+    let show = String::from_utf8_lossy(&p.flow(&["show", "wf.yaml", "step", "--cache", "cuda:0"]).stdout).into_owned();
+    assert!(show.contains("device cuda:0 ("), "{show}");
+}
