@@ -6,7 +6,7 @@
 # links against a stub of it made here from cuda.h (every entry point returns
 # CUDA_ERROR_NO_DEVICE), and at run time the real one is used.
 #
-#   bash scripts/build-cuda.sh            # → target/cuda/release/flow
+#   bash scripts/build-cuda.sh            # → target/cuda/release/flow, target/cuda/flow.gz
 #   CUDA_COMPUTE_CAP=80 bash scripts/build-cuda.sh   # another GPU generation (default 90: H100/H200)
 #
 # The toolkit is CUDA 13.0, the oldest 13.x: candle JIT-compiles its kernels from PTX at run
@@ -50,4 +50,8 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export LIBRARY_PATH="$link${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$link"
 cargo build --release --features cuda --target-dir target/cuda
-echo "built target/cuda/release/flow (compute capability $CUDA_COMPUTE_CAP)"
+# A stripped, compressed copy (about 20 MB rather than 180) to take to a GPU machine;
+# scripts/gpu-check.sh unpacks it.
+strip -o target/cuda/flow target/cuda/release/flow
+gzip -kf target/cuda/flow
+echo "built target/cuda/release/flow (compute capability $CUDA_COMPUTE_CAP) and target/cuda/flow.gz"

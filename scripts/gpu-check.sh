@@ -4,7 +4,7 @@
 # NVIDIA libraries the binary uses). Results go to $OUT (default target/gpu-check):
 # gpu-check.json and one line per check on stdout.
 #
-#   bash scripts/gpu-check.sh                 # FLOW_BIN=target/cuda/release/flow
+#   bash scripts/gpu-check.sh   # FLOW_BIN, else target/cuda/release/flow, else target/cuda/flow.gz
 #
 # 1. forward: the same initialised model evaluated on the CPU and on the GPU (f32): the
 #    validation losses agree to 1e-4, and init gives the same artifact on both.
@@ -18,10 +18,15 @@
 # small sizes), e.g. `FLOW_BIN=target/release/flow GPU_CHECK_DEVICE=cpu bash scripts/gpu-check.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-flow=$(realpath "${FLOW_BIN:-target/cuda/release/flow}")
 device=${GPU_CHECK_DEVICE:-cuda}
 out=$(realpath -m "${OUT:-target/gpu-check}")
 rm -rf "$out" && mkdir -p "$out"
+flow=${FLOW_BIN:-target/cuda/release/flow}
+# What scripts/build-cuda.sh packs for carrying to a GPU machine.
+if [ -z "${FLOW_BIN:-}" ] && [ ! -x "$flow" ] && [ -f target/cuda/flow.gz ]; then
+  gunzip -c target/cuda/flow.gz >"$out/flow" && chmod +x "$out/flow" && flow="$out/flow"
+fi
+flow=$(realpath "$flow")
 results="$out/results.jsonl"
 : >"$results"
 note() { echo "$*"; }
