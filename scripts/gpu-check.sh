@@ -8,7 +8,9 @@
 #
 # 1. forward: the same initialised model evaluated on the CPU and on the GPU (f32): the
 #    validation losses agree to 1e-4, and init gives the same artifact on both.
-# 2. step: one pretrain step on each: every weight agrees to 1e-3.
+# 2. step: one pretrain step on each: the gradient norm agrees to 1e-4 (relative) and every
+#    weight to 1e-3 (lr 4e-4: AdamW's first step moves each weight by ±lr, so even a
+#    near-zero gradient whose sign differs between devices stays within it).
 # 3. tiny: workflows/tiny-lm.yaml (reduced) trains on the GPU; its loss falls.
 # 4. throughput: a ~90M-parameter model (hidden 768, 12 layers, vocab 8192), batch 16 × 512,
 #    f32 and bf16, tokens/s and model FLOPs utilisation, beside PyTorch (eager
@@ -72,7 +74,7 @@ stages:
   step:
     kind: pretrain
     needs: {model: model, data: data}
-    with: {steps: 1, batch: 4, seq_len: 64, lr: 1.0e-3, warmup: 0}
+    with: {steps: 1, batch: 4, seq_len: 64, lr: 4.0e-4, warmup: 0}
 EOF
 
 # 1 and 2: the same stages on the CPU and on the device, in two stores.
@@ -85,7 +87,8 @@ a, b = (json.load(open(p))["val_loss"] for p in sys.argv[1:3])
 ok = abs(a - b) <= 1e-4 * max(1.0, abs(a)) and sys.argv[3] == sys.argv[4]
 print(json.dumps({"check": "forward", "ok": ok, "val_loss_cpu": a, "val_loss_device": b, "diff": abs(a - b), "same_init": sys.argv[3] == sys.argv[4]}))
 PY
-python3 - "$(file_of cpu cpu step model.safetensors)" "$(file_of dev dev step model.safetensors)" >>"$results" <<'PY'
+python3 - "$(file_of cpu cpu step model.safetensors)" "$(file_of dev dev step model.safetensors)" \
+  "$(file_of cpu cpu step metrics.jsonl)" "$(file_of dev dev step metrics.jsonl)" >>"$results" <<'PY'
 import json, struct, sys
 from array import array
 def load(path):
@@ -102,7 +105,9 @@ def load(path):
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
 diff = max(max(abs(x - y) for x, y in zip(a[k], b[k])) for k in a)
-print(json.dumps({"check": "step", "ok": diff <= 1e-3 and a.keys() == b.keys(), "max_abs_diff": diff, "tensors": len(a)}))
+na, nb = (json.loads(open(p).readline())["grad_norm"] for p in sys.argv[3:5])
+ok = diff <= 1e-3 and a.keys() == b.keys() and abs(na - nb) <= 1e-4 * na
+print(json.dumps({"check": "step", "ok": ok, "max_abs_diff": diff, "tensors": len(a), "grad_norm_cpu": na, "grad_norm_device": nb}))
 PY
 
 # 3: the tiny example, reduced, on the device.
@@ -172,8 +177,9 @@ for dtype in ("f32", "bf16"):
     torch = json.load(open(f"{out}/torch-{dtype}.json"))
     torch_tps = torch.get("tokens_per_s_all_steps")
     mfu = lambda tps: 6 * params * tps / peak[dtype]
-    # The target: at least half PyTorch's eager tokens/s (judged only where PyTorch ran).
-    ok = not torch_tps or flow_tps >= 0.5 * torch_tps
+    # The target: at least half PyTorch's eager tokens/s; without a PyTorch result there is
+    # nothing to judge, and the line says SKIP.
+    ok = None if not torch_tps else flow_tps >= 0.5 * torch_tps
     print(json.dumps({"check": f"throughput-{dtype}", "ok": ok, "gpu": name, "params": params,
                       "flow_tokens_per_s": flow_tps, "flow_mfu": mfu(flow_tps),
                       "torch_tokens_per_s": torch_tps, "torch_mfu": torch_tps and mfu(torch_tps),
@@ -186,7 +192,8 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 json.dump(rows, open(sys.argv[2], "w"), indent=2)
 for r in rows:
-    shown = {k: v for k, v in r.items() if k not in ("check", "ok", "torch")}
-    print(f"{'PASS' if r['ok'] else 'FAIL'} {r['check']}: {json.dumps(shown)}")
-sys.exit(0 if all(r["ok"] for r in rows) else 1)
+    shown = {k: v for k, v in r.items() if k not in ("check", "ok")}
+    verdict = {True: "PASS", False: "FAIL", None: "SKIP"}[r["ok"]]
+    print(f"{verdict} {r['check']}: {json.dumps(shown)}")
+sys.exit(0 if all(r["ok"] is not False for r in rows) else 1)
 PY

@@ -116,10 +116,7 @@ impl Human {
     /// On a TTY the bar's message shows the latest report of each running stage; elsewhere a
     /// line is printed at every tenth of the run.
     fn progress(&self, stage: &str, p: &Progress) {
-        let mut text = match &p.device {
-            Some(device) => format!("{stage} on {device}"),
-            None => format!("{stage} {}/{}", p.step, p.total),
-        };
+        let mut text = format!("{stage} {}/{}", p.step, p.total);
         if let Some(loss) = p.loss {
             text.push_str(&format!(" loss {loss:.3}"));
         }

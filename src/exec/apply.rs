@@ -1,6 +1,7 @@
 //! `flow apply`: the scheduler. Walks the selected DAG, runs ready stages concurrently (at most
-//! `jobs` at once), skips the dependents of failures, and commits each successful run to the
-//! store. Every state change is reported as an [`Event`].
+//! `jobs` at once here, one per GPU; Slurm stages are all submitted), skips the dependents of
+//! failures, and commits each successful run to the store. Every state change is reported as
+//! an [`Event`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -59,8 +60,10 @@ enum Report {
 /// resolving stops it (running stages are killed, nothing partial is committed).
 ///
 /// Each ready stage is first looked up in the store (lookups are not limited: they are cheap
-/// and make a no-op apply fast); misses queue to run, at most `jobs` at once, in declaration
-/// order. Once a failure stops the run, nothing queued starts.
+/// and make a no-op apply fast); misses queue to run, in declaration order as far as slots
+/// allow: at most `jobs` local stages at once and one per GPU (a CPU stage may overtake one
+/// waiting for a GPU); Slurm stages take no slot. Once a failure stops the run, nothing queued
+/// starts.
 pub async fn apply(
     p: Arc<Prepared>,
     store: Arc<Store>,
@@ -131,7 +134,8 @@ pub async fn apply(
         }
         // Slurm stages take no local slot: the cluster schedules them, so all that are ready
         // are submitted together.
-        // A stage on a GPU also waits for one to be free.
+        // Two trainings on one GPU would compete for its memory, so a GPU stage also waits for
+        // a free one.
         if !stopping && !cancelled {
             let admissible = |i: usize, running: usize, gpus: &GpuSlots| on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)));
             while let Some(i) = to_run.iter().copied().find(|&i| admissible(i, running, &gpus)) {
@@ -522,10 +526,12 @@ impl StageRun {
         }
         (self.sink)(&Event::StageStarted { stage: self.name().to_owned(), fingerprint: fp });
         let script = self.store.scratch_dir(&fp).join("job.sh");
-        if matches!(self.p.checked[self.index].executor, Executor::Slurm(_))
-            && let Some(job) = slurm::cancel_leftover(&script).await
-        {
-            self.notice(format!("cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"));
+        match slurm::cancel_leftover(&script).await {
+            Ok(Some(job)) => {
+                self.notice(format!("cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"))
+            }
+            Ok(None) => {}
+            Err(why) => return Ok(self.failed_outcome(started, why, None)),
         }
         let out = self.store.fresh_output_dir(&fp)?;
         let log = self.store.log_path(&fp);
@@ -535,11 +541,12 @@ impl StageRun {
         let used = Arc::new(Mutex::new(None::<String>));
         let on_progress: runner::OnProgress = {
             let (sink, stage, last, used) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last), Arc::clone(&used));
-            Arc::new(move |progress: Progress| {
-                sink(&Event::StageProgress { stage: stage.clone(), progress: progress.clone() });
-                match progress.device {
-                    Some(device) => *used.lock().expect("progress lock") = Some(device),
-                    None => *last.lock().expect("progress lock") = Some(progress),
+            // The device report only feeds the record; progress events carry steps.
+            Arc::new(move |progress: Progress| match progress.device {
+                Some(device) => *used.lock().expect("progress lock") = Some(device),
+                None => {
+                    sink(&Event::StageProgress { stage: stage.clone(), progress: progress.clone() });
+                    *last.lock().expect("progress lock") = Some(progress);
                 }
             })
         };
@@ -550,6 +557,9 @@ impl StageRun {
                     JobEvent::Submitted(job) => (self.sink)(&Event::StageSubmitted { stage: self.name().to_owned(), job }),
                     JobEvent::Requeued { job, restarts } => {
                         self.notice(format!("Slurm requeued job {job} (restart {restarts}); it resumes from its last checkpoint"))
+                    }
+                    JobEvent::Unanswered { job, seconds } => {
+                        self.notice(format!("`scontrol` has not answered about Slurm job {job} lately ({seconds} s in); still asking"))
                     }
                 };
                 let job = slurm::Job { spec: &spec, opts, name: self.name(), script: &script, log: &log };

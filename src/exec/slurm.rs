@@ -33,7 +33,12 @@ pub enum JobEvent {
     Submitted(String),
     /// Slurm put the job back in the queue (preemption, node failure, `scontrol requeue`).
     Requeued { job: String, restarts: u32 },
+    /// `scontrol` has not answered about the job for this long; flow keeps asking.
+    Unanswered { job: String, seconds: u64 },
 }
+
+/// After this many polls without an answer from `scontrol`, the user hears of it.
+const UNANSWERED_POLLS: u32 = 30;
 
 /// One job's state as `scontrol show job -o` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +88,7 @@ impl JobState {
 }
 
 /// The `sbatch` arguments of a stage's job, options first, then the batch script.
-pub fn sbatch_args(opts: &SlurmOptions, name: &str, log: &Path, cwd: &Path, script: &Path) -> Vec<String> {
+fn sbatch_args(opts: &SlurmOptions, name: &str, log: &Path, cwd: &Path, script: &Path) -> Vec<String> {
     let mut args = vec![
         "--parsable".to_owned(),
         format!("--job-name=flow:{name}"),
@@ -112,8 +117,9 @@ pub fn sbatch_args(opts: &SlurmOptions, name: &str, log: &Path, cwd: &Path, scri
 
 /// The batch script: the stage's environment, the setup lines, an emptied output directory
 /// (a requeued job starts again), then the stage's process.
-pub fn script(spec: &ProcessSpec, opts: &SlurmOptions, sbatch: &[String]) -> String {
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| format!("'{}'", s.replace('\0', "")));
+fn script(spec: &ProcessSpec, opts: &SlurmOptions, sbatch: &[String]) -> String {
+    // try_quote refuses only NUL, which no environment variable or argument can hold anyway.
+    let q = |s: &str| shlex::try_quote(&s.replace('\0', "")).expect("no NUL left").into_owned();
     let mut out = String::from("#!/bin/sh\n# Written by flow; submitted with:\n#   sbatch");
     for a in sbatch {
         out.push(' ');
@@ -171,26 +177,46 @@ pub async fn run(
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
         return Ok(Exit::Job(format!("sbatch printed no job id: {}", stdout.trim())));
     }
-    fs_err::write(id_file(script_path), &id)?;
+    // Without its id on disk a later apply could not find the job again: better not run it.
+    if let Err(e) = fs_err::write(id_file(script_path), &id) {
+        scancel(&id).await;
+        return Err(e);
+    }
     on_job(JobEvent::Submitted(id.clone()));
     let mut reader = LogReader { offset: 0, partial: Vec::new() };
     let mut poll = FIRST_POLL;
     let started = std::time::Instant::now();
     let mut restarts = 0;
+    let mut unanswered = 0;
     loop {
         if *cancel.borrow() {
             return cancel_job(&id, log, &mut reader, &on_progress).await;
         }
         reader.read(log, &on_progress);
-        if let Some(state) = state(&id).await {
-            if state.restarts > restarts {
-                restarts = state.restarts;
-                on_job(JobEvent::Requeued { job: id.clone(), restarts });
+        let Some(state) = state(&id).await else {
+            unanswered += 1;
+            if unanswered == UNANSWERED_POLLS {
+                on_job(JobEvent::Unanswered { job: id.clone(), seconds: started.elapsed().as_secs() });
             }
-            if let Some(exit) = state.exit(&id) {
-                reader.read(log, &on_progress);
-                return Ok(exit);
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = cancel.wait_for(|c| *c) => {}
             }
+            continue;
+        };
+        unanswered = 0;
+        if state.restarts > restarts {
+            restarts = state.restarts;
+            on_job(JobEvent::Requeued { job: id.clone(), restarts });
+        }
+        if let Some(exit) = state.exit(&id) {
+            // A held job still sits in the queue; released, it would run with nobody to commit
+            // its output.
+            if matches!(state.state.as_str(), "REQUEUE_HOLD" | "SPECIAL_EXIT") {
+                scancel(&id).await;
+            }
+            reader.read(log, &on_progress);
+            return Ok(exit);
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
@@ -210,16 +236,17 @@ async fn cancel_job(job: &str, log: &Path, reader: &mut LogReader, on_progress: 
     Ok(Exit::Cancelled)
 }
 
-/// Cancels `job` and waits (at most [`CANCEL_WAIT`]) until it has ended.
-async fn scancel(job: &str) {
+/// Cancels `job` and waits (at most [`CANCEL_WAIT`]) until it has ended; says whether it did.
+async fn scancel(job: &str) -> bool {
     let _ = Command::new("scancel").arg(job).status().await;
     let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
     while tokio::time::Instant::now() < deadline {
         if state(job).await.is_some_and(|s| s.exit(job).is_some()) {
-            return;
+            return true;
         }
         tokio::time::sleep(FIRST_POLL).await;
     }
+    false
 }
 
 /// Where the id of the job a script was submitted as is kept, beside the script.
@@ -229,22 +256,23 @@ fn id_file(script: &Path) -> std::path::PathBuf {
 
 /// Cancels the job an earlier `flow apply` submitted from `script` if it is still queued or
 /// running — that apply died without cancelling it (SIGKILL, a lost session) — so that it
-/// cannot write into the output directory the new run is about to use. The new run resumes
-/// from the checkpoints the old job left. Returns the id of the job it cancelled.
-pub async fn cancel_leftover(script: &Path) -> Option<String> {
-    let id = std::fs::read_to_string(id_file(script)).ok()?;
+/// cannot write into the output directory the new run is about to use, on the cluster or here.
+/// The new run resumes from the checkpoints the old job left. Returns the id of the job it
+/// cancelled; an error if that job would not end.
+pub async fn cancel_leftover(script: &Path) -> Result<Option<String>, String> {
+    let Ok(id) = std::fs::read_to_string(id_file(script)) else { return Ok(None) };
     let id = id.trim();
-    let out = Command::new("scontrol").args(["show", "job", "-o", id]).stdin(std::process::Stdio::null()).output().await.ok()?;
-    let line = String::from_utf8_lossy(&out.stdout);
-    let line = line.lines().next()?;
-    // Job ids are reused eventually: only the job that runs this very script is ours.
-    let ours = line.split_whitespace().any(|f| f.strip_prefix("Command=") == Some(&*script.display().to_string()));
-    let active = JobState::parse(line).is_some_and(|s| s.exit(id).is_none());
-    if !(ours && active) {
-        return None;
+    // squeue lists only queued and running jobs, and prints the whole script path (`%o`). Job
+    // ids are reused eventually: only the job that runs this very script is ours.
+    let listed = Command::new("squeue").args(["-h", "-j", id, "-o", "%o"]).stdin(std::process::Stdio::null()).output().await;
+    let Ok(listed) = listed else { return Ok(None) };
+    if String::from_utf8_lossy(&listed.stdout).trim() != script.display().to_string() {
+        return Ok(None);
     }
-    scancel(id).await;
-    Some(id.to_owned())
+    if !scancel(id).await {
+        return Err(format!("Slurm job {id}, left running by an earlier apply, is still running after `scancel`; wait for it to end"));
+    }
+    Ok(Some(id.to_owned()))
 }
 
 /// The job's state, or `None` when `scontrol` gave no answer this time (the controller may be

@@ -130,7 +130,8 @@ fn fused(x: &Tensor) -> bool {
 /// Softmax over the last dimension, with a backward pass.
 pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     if !fused(x) {
-        return candle_nn::ops::softmax(x, D::Minus1);
+        // In f32 whatever the input: half-precision sums over a row lose the small terms.
+        return candle_nn::ops::softmax(&x.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(x.dtype());
     }
     x.contiguous()?.apply_op1(Softmax)
 }

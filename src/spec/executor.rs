@@ -3,11 +3,10 @@
 //! fingerprint, so a stage run on the cluster and the same stage run on a laptop share one
 //! artifact.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Executor {
     #[default]
     Local,
@@ -15,7 +14,7 @@ pub enum Executor {
 }
 
 /// `sbatch` options of a Slurm stage; each absent one is left to the cluster's defaults.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlurmOptions {
     pub partition: Option<String>,
@@ -73,7 +72,8 @@ impl Executor {
         Ok(match (own, base) {
             (Executor::Slurm(_), Executor::Slurm(b)) if stage.as_str() == Some("slurm") => Executor::Slurm(b),
             (Executor::Slurm(_), Executor::Slurm(_)) => {
-                let mut merged = defaults.and_then(|d| d.get("slurm")).cloned().unwrap_or(Value::Object(Default::default()));
+                let mut merged =
+                    defaults.and_then(|d| d.get("slurm")).filter(|v| !v.is_null()).cloned().unwrap_or(Value::Object(Default::default()));
                 if let (Value::Object(m), Some(Value::Object(s))) = (&mut merged, stage.get("slurm")) {
                     m.extend(s.clone());
                 }
@@ -95,7 +95,6 @@ impl Executor {
                 }
                 options(opts).map(|o| Executor::Slurm(Box::new(o)))
             }
-            Value::Object(m) if m.len() == 1 && m.contains_key("local") => Ok(Executor::Local),
             other => Err(whole(format!("an executor is `local`, `slurm` or `{{slurm: {{…}}}}`, not {other}"))),
         }
     }
@@ -162,6 +161,8 @@ mod tests {
         let Ok(Executor::Slurm(o)) = Executor::resolve(Some(&json!({"slurm": {"gpus": "a100:2", "nodes": 2}})), Some(&defaults)) else { panic!() };
         assert_eq!((o.partition.as_deref(), o.gpus.as_deref(), o.nodes, o.time.as_deref()), (Some("gpu"), Some("a100:2"), Some(2), Some("1:00:00")));
         assert_eq!(Executor::resolve(Some(&json!("local")), Some(&defaults)), Ok(Executor::Local));
+        let Ok(Executor::Slurm(o)) = Executor::resolve(Some(&json!({"slurm": {"gpus": 1}})), Some(&json!({"slurm": null}))) else { panic!() };
+        assert_eq!(o.gpus.as_deref(), Some("1"));
         let Ok(Executor::Slurm(o)) = Executor::resolve(None, Some(&defaults)) else { panic!() };
         assert_eq!(o.partition.as_deref(), Some("gpu"));
     }

@@ -78,7 +78,8 @@ pub struct Progress {
     pub tokens_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eta_s: Option<f64>,
-    /// Set once, before the first step: the device the stage runs on, as the record names it.
+    /// Set in a report of its own, before the first step: the device the stage runs on, as the
+    /// run record names it (it is not shown as progress).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device: Option<String>,
 }
