@@ -268,8 +268,12 @@ impl Model {
         }
         let x = rms_norm(&x, &self.p("model.norm.weight")?, c.rms_norm_eps)?;
         let head = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-        // Logits leave in f32 whatever the compute dtype: the loss and sampling read them.
-        linear(&x, &self.p(head)?)?.to_dtype(DType::F32)
+        // Half-precision logits leave in f32: the loss and sampling read them.
+        let logits = linear(&x, &self.p(head)?)?;
+        match self.compute {
+            DType::BF16 | DType::F16 => logits.to_dtype(DType::F32),
+            _ => Ok(logits),
+        }
     }
 
     fn attention(&self, x: &Tensor, pre: &str, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
@@ -416,7 +420,7 @@ mod tests {
             for (k, t) in tensors {
                 params.insert(k, Var::from_tensor(&t).unwrap());
             }
-            Model { config: model.config.clone(), params, device: Device::Cpu, compute: DType::F32 }
+            Model { config: model.config.clone(), params, device: Device::Cpu, compute: DType::F64 }
         };
         let (x, y) = batch(30, 2, 6, 2);
         let loss = |m: &Model| -> f64 {
