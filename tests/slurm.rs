@@ -271,10 +271,18 @@ stages:
         evs.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains(&format!("Slurm requeued job {id}"))),
         "the requeue is reported"
     );
-    // The second attempt's first step follows a checkpoint: the steps go back, but not to 1.
-    let steps: Vec<u64> = evs.iter().filter(|e| e["type"] == "stage_progress").map(|e| e["progress"]["step"].as_u64().unwrap()).collect();
-    let restart = steps.windows(2).position(|w| w[1] <= w[0]).map(|k| steps[k + 1]);
-    assert!(matches!(restart, Some(s) if s > 1), "the requeued job resumes from a checkpoint: steps {steps:?}");
+    // In the job's log, after Slurm's requeue line, the second attempt's first step follows a
+    // checkpoint: it is not step 1.
+    let fp = r.stage("sq_pre")["fingerprint"].as_str().unwrap().to_owned();
+    let log = p.read(&format!("cache/logs/{fp}.log"));
+    let after = log.split("DUE TO JOB REQUEUE").nth(1).unwrap_or_else(|| panic!("no requeue in the log:\n{log}"));
+    let first: serde_json::Value = after
+        .lines()
+        .filter_map(|l| l.strip_prefix("@flow-progress "))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|p| p.get("device").is_none())
+        .expect("the second attempt reported progress");
+    assert!(first["step"].as_u64().unwrap() > 1, "the requeued job resumes from a checkpoint: {first}");
 }
 
 /// `workflows/cluster.yaml` runs as written on the cluster — its two-task stage starts both
