@@ -75,10 +75,15 @@ async fn relay(out: tokio::process::ChildStdout, log: std::fs::File, on_progress
     let mut lines = tokio::io::BufReader::new(out).lines();
     let mut log = log;
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(Ok(p)) = line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
-            on_progress(p);
-        }
+        report(&line, &on_progress);
         let _ = writeln!(log, "{line}");
+    }
+}
+
+/// Passes a protocol line of a stage's output on as a progress report; other lines are not.
+pub fn report(line: &str, on_progress: &OnProgress) {
+    if let Some(Ok(p)) = line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
+        on_progress(p);
     }
 }
 

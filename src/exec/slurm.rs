@@ -17,9 +17,8 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::runner::{Exit, OnProgress, PROGRESS_PREFIX, ProcessSpec};
+use super::runner::{Exit, OnProgress, ProcessSpec, report};
 use crate::spec::executor::SlurmOptions;
-use crate::stages::Progress;
 
 const FIRST_POLL: Duration = Duration::from_millis(250);
 const LAST_POLL: Duration = Duration::from_secs(2);
@@ -193,30 +192,29 @@ pub async fn run(
             return cancel_job(&id, log, &mut reader, &on_progress).await;
         }
         reader.read(log, &on_progress);
-        let Some(state) = state(&id).await else {
-            unanswered += 1;
-            if unanswered == UNANSWERED_POLLS {
-                on_job(JobEvent::Unanswered { job: id.clone(), seconds: started.elapsed().as_secs() });
+        match state(&id).await {
+            None => {
+                unanswered += 1;
+                if unanswered == UNANSWERED_POLLS {
+                    on_job(JobEvent::Unanswered { job: id.clone(), seconds: started.elapsed().as_secs() });
+                }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
-                _ = cancel.wait_for(|c| *c) => {}
+            Some(state) => {
+                unanswered = 0;
+                if state.restarts > restarts {
+                    restarts = state.restarts;
+                    on_job(JobEvent::Requeued { job: id.clone(), restarts });
+                }
+                if let Some(exit) = state.exit(&id) {
+                    // A held job still sits in the queue; released, it would run with nobody
+                    // to commit its output.
+                    if matches!(state.state.as_str(), "REQUEUE_HOLD" | "SPECIAL_EXIT") {
+                        scancel(&id).await;
+                    }
+                    reader.read(log, &on_progress);
+                    return Ok(exit);
+                }
             }
-            continue;
-        };
-        unanswered = 0;
-        if state.restarts > restarts {
-            restarts = state.restarts;
-            on_job(JobEvent::Requeued { job: id.clone(), restarts });
-        }
-        if let Some(exit) = state.exit(&id) {
-            // A held job still sits in the queue; released, it would run with nobody to commit
-            // its output.
-            if matches!(state.state.as_str(), "REQUEUE_HOLD" | "SPECIAL_EXIT") {
-                scancel(&id).await;
-            }
-            reader.read(log, &on_progress);
-            return Ok(exit);
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
@@ -314,9 +312,7 @@ impl LogReader {
         let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else { return };
         let complete: Vec<u8> = self.partial.drain(..=end).collect();
         for line in String::from_utf8_lossy(&complete).lines() {
-            if let Some(Ok(p)) = line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
-                on_progress(p);
-            }
+            report(line, on_progress);
         }
     }
 }

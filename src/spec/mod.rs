@@ -267,13 +267,10 @@ impl Validator<'_> {
             && let Some(entries) = self.mapping(node, "`defaults`", None)
         {
             for (k, v) in entries {
-                if let Some(key) = k.as_str() {
-                    match v.to_json() {
-                        Ok(json) => {
-                            defaults.insert(key.to_owned(), json);
-                        }
-                        Err(e) => self.error(e.span, e.message, "here"),
-                    }
+                if let Some(key) = k.as_str()
+                    && let Some(json) = self.json(v)
+                {
+                    defaults.insert(key.to_owned(), json);
                 }
             }
         }
@@ -390,12 +387,9 @@ impl Validator<'_> {
         let mut with = serde_json::Map::new();
         if let Some(n) = node.get("with")
             && self.mapping(n, &format!("`with` of stage `{name}`"), None).is_some()
+            && let Some(serde_json::Value::Object(map)) = self.json(n)
         {
-            match n.to_json() {
-                Ok(serde_json::Value::Object(map)) => with = map,
-                Ok(_) => {}
-                Err(e) => self.error(e.span, e.message, "here"),
-            }
+            with = map;
         }
         let run = node.get("run").and_then(|r| {
             let run = self.string(r, "`run`")?;
@@ -408,14 +402,13 @@ impl Validator<'_> {
         let env = node.get("env").map(|e| self.env(e)).unwrap_or_default();
         let outputs = node.get("outputs").map(|o| self.outputs(o)).unwrap_or_default();
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
-        let executor = node.get("executor").and_then(|e| match e.to_json() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(e.span, e.message, "here");
-                None
-            }
-        });
+        let executor = node.get("executor").and_then(|e| self.json(e));
         Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, executor, outputs, span })
+    }
+
+    /// `node` as JSON (values that JSON cannot hold, such as non-finite numbers, are errors).
+    fn json(&mut self, node: &Node) -> Option<serde_json::Value> {
+        node.to_json().map_err(|e| self.error(e.span, e.message, "here")).ok()
     }
 
     fn outputs(&mut self, node: &Node) -> Vec<String> {
