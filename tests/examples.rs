@@ -88,22 +88,22 @@ fn multistage_runs_at_a_reduced_size_and_a_merge_change_reruns_only_the_tail() {
     let metrics = |stage: &str| -> serde_json::Value {
         serde_json::from_str(&p.read(&format!("cache/artifacts/{}/metrics.json", r.artifact(stage)))).unwrap()
     };
-    // At this size greedy answers are rarely exactly right (the full-size numbers are in
-    // docs/multistage.md), so fine-tuning must not lose accuracy and must make the expected
-    // answers far likelier than the un-fine-tuned model finds them.
+    // Each fine-tune answers more of its own family's held-out problems exactly than the model
+    // it started from (which answers none), and makes the expected answers far likelier.
     let score = |stage: &str, family: &str, key: &str| metrics(stage)["tasks"][family][key].as_f64().unwrap();
     for family in ["arithmetic", "sort"] {
         let stage = format!("eval-{family}");
-        assert!(score(&stage, family, "accuracy") >= score("eval-anneal", family, "accuracy"));
+        let (tuned, base) = (score(&stage, family, "accuracy"), score("eval-anneal", family, "accuracy"));
+        assert!(tuned > base, "{family}: accuracy fine-tuned {tuned} vs un-fine-tuned {base}");
         let (tuned, base) = (score(&stage, family, "answer_loss"), score("eval-anneal", family, "answer_loss"));
         assert!(tuned < base - 2.0, "{family}: answer loss fine-tuned {tuned} vs un-fine-tuned {base}");
     }
     assert_eq!(metrics("eval-zero")["val_loss"], metrics("eval-small")["val_loss"], "zero growth keeps the loss");
     let answers = p.read(&format!("cache/artifacts/{}/answers.jsonl", r.artifact("eval-merge")));
-    assert_eq!(answers.lines().count(), 2 * 12);
+    assert_eq!(answers.lines().count(), 2 * 30);
     let report: serde_json::Value =
         serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("sft-sort")))).unwrap();
-    assert_eq!(report["conversations"], 400);
+    assert_eq!(report["conversations"], 250);
     assert_eq!(report["no_trainable_tokens"], 0);
     args.extend(["--set", "merge.with.density=0.5"]);
     let again = p.apply("workflows/multistage.yaml", &args);
@@ -117,8 +117,11 @@ const MULTISTAGE_REDUCED: &[&str] = &[
     "text.with.documents=600",
     "corpus.with.vocab_size=512",
     "arithmetic.with.train=400",
-    "sort.with.train=400",
-    "heldout.with.test=12",
+    // Two letters to sort: at this size the model learns little more.
+    "sort.with.difficulty={digits: 3, letters: [2, 2]}",
+    "sort.with.train=250",
+    "heldout.with.difficulty={digits: 2, letters: [2, 2]}",
+    "heldout.with.test=30",
     "pretrain-small.with.steps=12",
     "pretrain-small.with.batch=4",
     "pretrain-small.with.warmup=2",
@@ -130,8 +133,10 @@ const MULTISTAGE_REDUCED: &[&str] = &[
     "pretrain-scratch.with.warmup=2",
     "anneal.with.steps=4",
     "anneal.with.batch=4",
-    "sft-arithmetic.with.steps=40",
-    "sft-sort.with.steps=40",
+    "sft-arithmetic.with.steps=300",
+    "sft-arithmetic.with.lr=3e-3",
+    "sft-sort.with.steps=300",
+    "sft-sort.with.lr=3e-3",
     "eval-anneal.with.windows=4",
     "eval-arithmetic.with.windows=4",
     "eval-sort.with.windows=4",

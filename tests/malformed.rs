@@ -36,6 +36,8 @@ const CASES: &[(&str, &str, &str, &str)] = &[
     ("env on reserved name", "version: 1\nstages:\n  a:\n    kind: command\n    env: {FLOW_OUT: x}\n    run: 'true'\n", "invalid environment variable", "wf.yaml:5:11"),
     ("run on a built-in kind", "version: 1\nstages:\n  a:\n    kind: corpus\n    run: 'true'\n", "only allowed on `kind: command`", "wf.yaml:5:10"),
     ("bad device", "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n", "invalid device", "wf.yaml:5:13"),
+    ("zero GPU share", "version: 1\nstages:\n  a:\n    kind: command\n    gpu_share: 0\n    run: 'true'\n", "`gpu_share` must be a number over 0 and at most 1, not 0", "wf.yaml:5:16"),
+    ("GPU share in defaults over one", "version: 1\ndefaults: {gpu_share: 2}\nstages:\n  a: {kind: command, run: 'true'}\n", "`gpu_share` must be a number over 0 and at most 1, not 2", "wf.yaml:2:23"),
     ("unknown default", "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
     ("remote with an unknown scheme", "version: 1\nstore: {remote: 'gs://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n", "`store.remote` must be `s3://bucket/prefix`", "wf.yaml:2:17"),
     ("two documents", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n", "exactly one YAML document", "wf.yaml:4:1"),

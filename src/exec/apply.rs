@@ -1,5 +1,5 @@
 //! `flow apply`: the scheduler. Walks the selected DAG, runs ready stages concurrently (at most
-//! `jobs` at once here, one per GPU; Slurm stages are all submitted), skips the dependents of
+//! `jobs` at once here, one per GPU unless stages say they share; Slurm stages are all submitted), skips the dependents of
 //! failures, and commits each successful run to the store. Every state change is reported as
 //! an [`Event`].
 
@@ -21,7 +21,7 @@ use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
 use crate::spec::Workflow;
 use crate::spec::executor::Executor;
-use crate::stages::{Progress, Task};
+use crate::stages::{GPU, Progress, Task};
 use crate::stages::command::env_value;
 use crate::store::remote::{self, Claim, Holder, Lease, OnTransfer, Published, Remote};
 use crate::store::{Provenance, Record, Store, StoreError};
@@ -61,7 +61,8 @@ enum Report {
 ///
 /// Each ready stage is first looked up in the store (lookups are not limited: they are cheap
 /// and make a no-op apply fast); misses queue to run, in declaration order as far as slots
-/// allow: at most `jobs` local stages at once and one per GPU (a CPU stage may overtake one
+/// allow: at most `jobs` local stages at once and one per GPU unless their `gpu_share:` lets
+/// several share one (a CPU stage may overtake one
 /// waiting for a GPU); Slurm stages take no slot. Once a failure stops the run, nothing queued
 /// starts.
 pub async fn apply(
@@ -98,6 +99,8 @@ pub async fn apply(
     let mut finished: BTreeSet<usize> = BTreeSet::new();
     let on_cluster = |i: usize| matches!(p.checked[i].executor, Executor::Slurm(_));
     let mut gpus = GpuSlots::new(crate::ml::device::gpu_count());
+    let mut cpus = Cpus::new();
+    let builtin_here = |i: usize| !on_cluster(i) && !p.checked[i].shell;
 
     loop {
         let cancelled = *cancel_rx.borrow();
@@ -125,6 +128,7 @@ pub async fn apply(
                 cancel: cancel_rx.clone(),
                 upstream,
                 gpu: OnceLock::new(),
+                threads: OnceLock::new(),
             });
             tracing::debug!(stage = %p.workflow.stages[i].name, fingerprint = %run.fingerprint, "ready");
             tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");
@@ -134,8 +138,8 @@ pub async fn apply(
         }
         // Slurm stages take no local slot: the cluster schedules them, so all that are ready
         // are submitted together.
-        // Two trainings on one GPU would compete for its memory, so a GPU stage also waits for
-        // a free one.
+        // Two trainings on one GPU would compete for its memory, so a GPU stage also waits
+        // until a GPU has its share free.
         if !stopping && !cancelled {
             let admissible = |i: usize, running: usize, gpus: &GpuSlots| on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)));
             while let Some(i) = to_run.iter().copied().find(|&i| admissible(i, running, &gpus)) {
@@ -146,6 +150,12 @@ pub async fn apply(
                     && let Some(gpu) = gpus.take(gpu_wanted(&p, i))
                 {
                     let _ = run.gpu.set(gpu);
+                }
+                if builtin_here(i) {
+                    let others = to_run.iter().filter(|&&j| builtin_here(j)).count().min(jobs.saturating_sub(running));
+                    if let Some(threads) = cpus.take(1 + others) {
+                        let _ = run.threads.set(threads);
+                    }
                 }
                 tasks.spawn(async move { Report::Ran(run.run().await) });
             }
@@ -161,7 +171,10 @@ pub async fn apply(
             Report::Ran(done) => {
                 running -= usize::from(!on_cluster(done.index));
                 if let Some(&gpu) = runs[&done.index].gpu.get() {
-                    gpus.give(gpu);
+                    gpus.give(gpu, p.checked[done.index].gpu_share);
+                }
+                if let Some(&threads) = runs[&done.index].threads.get() {
+                    cpus.give(threads);
                 }
                 done
             }
@@ -275,6 +288,8 @@ struct StageRun {
     upstream: BTreeMap<usize, Digest>,
     /// The GPU this run holds, if the scheduler gave it one.
     gpu: OnceLock<usize>,
+    /// The threads its built-in stage process computes with, if the scheduler chose them.
+    threads: OnceLock<usize>,
 }
 
 impl StageRun {
@@ -664,6 +679,9 @@ impl StageRun {
                 resume,
                 device: self.gpu.get().map_or_else(|| checked.device.clone(), |n| format!("cuda:{n}")),
             };
+            if let Some(threads) = self.threads.get() {
+                env.insert("RAYON_NUM_THREADS".to_owned(), threads.to_string());
+            }
             let task_file = self.store.scratch_dir(&self.fingerprint).join("task.json");
             fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
             let program = std::env::current_exe()?;
@@ -695,51 +713,96 @@ impl StageRun {
     }
 }
 
-/// Which GPU a local stage needs: `None` if none, `Some(None)` for any free one,
-/// `Some(Some(n))` for `cuda:N`. `auto` wants one only where there are GPUs.
-fn gpu_wanted(p: &Prepared, i: usize) -> Option<Option<usize>> {
+/// The GPU share stage `i` needs on this machine, or `None` when it takes no GPU slot.
+fn gpu_wanted(p: &Prepared, i: usize) -> Option<Want> {
     let c = &p.checked[i];
     if !c.uses_device || crate::ml::device::gpu_count() == 0 {
         return None;
     }
-    match c.device.as_str() {
-        "cuda" | "auto" => Some(None),
-        d => d.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Some),
-    }
+    let gpu = match c.device.as_str() {
+        "cuda" | "auto" => None,
+        d => Some(d.strip_prefix("cuda:").and_then(|n| n.parse().ok())?),
+    };
+    Some(Want { gpu, share: c.gpu_share })
 }
 
-/// The GPUs not held by a running stage: one stage per GPU, so that two trainings never
-/// share one device's memory.
+/// A GPU stage's claim: a given GPU or any, and how much of it (thousandths).
+#[derive(Clone, Copy)]
+struct Want {
+    gpu: Option<usize>,
+    share: u16,
+}
+
+/// What is left of each GPU while stages run on it: a whole one per stage unless the stages
+/// say they need less (`gpu_share:`), so that trainings never compete for one device's memory.
 struct GpuSlots {
-    count: usize,
-    free: BTreeSet<usize>,
+    /// Thousandths of each GPU not held by a running stage.
+    free: Vec<u16>,
 }
 
 impl GpuSlots {
     fn new(count: usize) -> Self {
-        Self { count, free: (0..count).collect() }
+        Self { free: vec![GPU; count] }
     }
 
     /// Whether a stage wanting `want` can start now. A GPU this machine does not have never
     /// frees up: the stage starts and fails saying so.
-    fn fits(&self, want: Option<Option<usize>>) -> bool {
+    fn fits(&self, want: Option<Want>) -> bool {
         match want {
             None => true,
-            Some(None) => !self.free.is_empty(),
-            Some(Some(n)) => self.free.contains(&n) || n >= self.count,
+            Some(Want { gpu: None, share }) => self.free.iter().any(|&f| f >= share),
+            Some(Want { gpu: Some(n), share }) => self.free.get(n).is_none_or(|&f| f >= share),
         }
     }
 
-    fn take(&mut self, want: Option<Option<usize>>) -> Option<usize> {
-        let n = match want? {
-            None => *self.free.first()?,
+    /// Claims `want`, on the GPU with the most left when any will do (so that sharing stages
+    /// spread out before they pile up), and says which GPU it got.
+    fn take(&mut self, want: Option<Want>) -> Option<usize> {
+        let Want { gpu, share } = want?;
+        let n = match gpu {
             Some(n) => n,
+            None => (0..self.free.len()).filter(|&n| self.free[n] >= share).min_by_key(|&n| (std::cmp::Reverse(self.free[n]), n))?,
         };
-        self.free.remove(&n).then_some(n)
+        let free = self.free.get_mut(n).filter(|f| **f >= share)?;
+        *free -= share;
+        Some(n)
     }
 
-    fn give(&mut self, n: usize) {
-        self.free.insert(n);
+    fn give(&mut self, n: usize, share: u16) {
+        self.free[n] += share;
+    }
+}
+
+/// The cores built-in stages compute on. Each stage process uses a fixed number of threads
+/// (`RAYON_NUM_THREADS`, which candle and rayon read), set when it starts to its share of the
+/// cores no running stage holds: two trainings that each spread over every core fight over
+/// them (on 2 cores, two fine-tunes side by side took 3.9× as long as with a thread each).
+/// A `RAYON_NUM_THREADS` set by the user is left to rule.
+struct Cpus {
+    total: usize,
+    held: usize,
+    user_set: bool,
+}
+
+impl Cpus {
+    fn new() -> Self {
+        let total = std::thread::available_parallelism().map_or(1, usize::from);
+        Self { total, held: 0, user_set: std::env::var_os("RAYON_NUM_THREADS").is_some() }
+    }
+
+    /// Threads for a stage starting now with `starting - 1` others about to start beside it:
+    /// an equal part of the free cores, and at least one.
+    fn take(&mut self, starting: usize) -> Option<usize> {
+        if self.user_set {
+            return None;
+        }
+        let threads = (self.total.saturating_sub(self.held) / starting.max(1)).max(1);
+        self.held += threads;
+        Some(threads)
+    }
+
+    fn give(&mut self, threads: usize) {
+        self.held -= threads;
     }
 }
 
@@ -774,21 +837,52 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::GpuSlots;
+    use super::{Cpus, GPU, GpuSlots, Want};
+
+    #[test]
+    fn built_in_stages_split_the_free_cores() {
+        let mut cpus = Cpus { total: 4, held: 0, user_set: false };
+        assert_eq!(cpus.take(1), Some(4), "a stage alone gets every core");
+        assert_eq!(cpus.take(1), Some(1), "one more, however busy the cores, gets one");
+        cpus.give(4);
+        assert_eq!((cpus.take(2), cpus.take(1)), (Some(1), Some(2)), "three cores free, two stages starting");
+        assert_eq!(cpus.held, 4);
+        assert_eq!(Cpus { total: 4, held: 0, user_set: true }.take(1), None, "the user's RAYON_NUM_THREADS rules");
+    }
 
     #[test]
     fn gpu_slots_hold_one_stage_per_gpu() {
+        let whole = |gpu| Some(Want { gpu, share: GPU });
         let mut gpus = GpuSlots::new(2);
-        assert!(gpus.fits(None) && gpus.fits(Some(None)) && gpus.fits(Some(Some(1))));
-        assert_eq!(gpus.take(Some(Some(1))), Some(1));
-        assert!(!gpus.fits(Some(Some(1))), "cuda:1 is held");
-        assert_eq!(gpus.take(Some(None)), Some(0));
-        assert!(!gpus.fits(Some(None)), "both are held");
+        assert!(gpus.fits(None) && gpus.fits(whole(None)) && gpus.fits(whole(Some(1))));
+        assert_eq!(gpus.take(whole(Some(1))), Some(1));
+        assert!(!gpus.fits(whole(Some(1))), "cuda:1 is held");
+        assert_eq!(gpus.take(whole(None)), Some(0));
+        assert!(!gpus.fits(whole(None)), "both are held");
         assert!(gpus.fits(None), "CPU stages never wait for a GPU");
-        assert!(gpus.fits(Some(Some(5))), "a GPU the machine lacks does not block: the stage fails saying so");
-        assert_eq!(gpus.take(Some(Some(5))), None);
-        gpus.give(1);
-        assert_eq!(gpus.take(Some(None)), Some(1));
-        assert_eq!(GpuSlots::new(0).take(Some(None)), None);
+        assert!(gpus.fits(whole(Some(5))), "a GPU the machine lacks does not block: the stage fails saying so");
+        assert_eq!(gpus.take(whole(Some(5))), None);
+        gpus.give(1, GPU);
+        assert_eq!(gpus.take(whole(None)), Some(1));
+        assert_eq!(GpuSlots::new(0).take(whole(None)), None);
+    }
+
+    #[test]
+    fn stages_share_a_gpu_while_their_shares_fit() {
+        let share = |gpu, share| Some(Want { gpu, share });
+        let mut gpus = GpuSlots::new(2);
+        // Sharing stages spread over the GPUs before they double up.
+        assert_eq!(gpus.take(share(None, 500)), Some(0));
+        assert_eq!(gpus.take(share(None, 500)), Some(1));
+        assert_eq!(gpus.take(share(None, 300)), Some(0));
+        assert!(!gpus.fits(share(None, GPU)), "no GPU is whole");
+        assert!(!gpus.fits(share(Some(0), 250)), "cuda:0 has 200 left");
+        assert_eq!(gpus.take(share(Some(0), 200)), Some(0));
+        assert_eq!(gpus.take(share(None, 500)), Some(1));
+        assert!(!gpus.fits(share(None, 1)), "both are full");
+        gpus.give(0, 500);
+        gpus.give(0, 300);
+        gpus.give(0, 200);
+        assert_eq!(gpus.take(share(None, GPU)), Some(0));
     }
 }

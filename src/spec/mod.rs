@@ -59,6 +59,8 @@ pub struct Stage {
     pub run: Option<String>,
     pub env: Vec<EnvVar>,
     pub device: Option<String>,
+    /// `gpu_share:` as written; `stages` checks it and falls back to `defaults.gpu_share`.
+    pub gpu_share: Option<serde_json::Value>,
     /// `executor:` as written; `stages` resolves it against `defaults.executor`.
     pub executor: Option<serde_json::Value>,
     /// `outputs:` of a command stage: paths under `$FLOW_OUT` that must exist and be non-empty
@@ -326,7 +328,7 @@ impl Validator<'_> {
     }
 
     fn stage(&mut self, name: &str, span: Span, node: &Node, dir: &Path, names: &BTreeSet<&str>) -> Option<Stage> {
-        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device", "executor"];
+        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device", "gpu_share", "executor"];
         if !is_stage_name(name) {
             self.error_help(
                 span,
@@ -402,8 +404,9 @@ impl Validator<'_> {
         let env = node.get("env").map(|e| self.env(e)).unwrap_or_default();
         let outputs = node.get("outputs").map(|o| self.outputs(o)).unwrap_or_default();
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
+        let gpu_share = node.get("gpu_share").and_then(|g| self.json(g));
         let executor = node.get("executor").and_then(|e| self.json(e));
-        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, executor, outputs, span })
+        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, gpu_share, executor, outputs, span })
     }
 
     /// `node` as JSON (values that JSON cannot hold, such as non-finite numbers, are errors).

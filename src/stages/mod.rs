@@ -214,7 +214,7 @@ pub trait Kind: Send + Sync {
 pub const MODEL: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
 
 /// Stage-level settings that may appear in `defaults:` without being a kind parameter.
-const STAGE_DEFAULTS: &[&str] = &["device", "executor"];
+const STAGE_DEFAULTS: &[&str] = &["device", "gpu_share", "executor"];
 
 /// A stage after its kind has checked it.
 #[derive(Debug, Clone)]
@@ -225,6 +225,9 @@ pub struct Checked {
     pub device: String,
     /// Whether the kind computes on the device (a `command` stage or a data kind does not).
     pub uses_device: bool,
+    /// Thousandths of one GPU the stage holds while it runs on CUDA (`gpu_share:`, default 1):
+    /// stages share a GPU while their shares sum to at most one.
+    pub gpu_share: u16,
     /// Runs `run:` through the shell rather than in `flow run-stage`.
     pub shell: bool,
     /// Where it runs (not part of the fingerprint).
@@ -275,6 +278,7 @@ impl Registry {
             }
         }
         let default_device = workflow.defaults.get("device");
+        let default_gpu_share = workflow.defaults.get("gpu_share");
         let default_executor = workflow.defaults.get("executor");
         let executor_error = |mut keys: Vec<String>, e: ExecutorError| {
             let what = if e.path.is_empty() { String::new() } else { format!(" (`{}`)", e.path.join(".")) };
@@ -391,6 +395,19 @@ impl Registry {
                     continue;
                 }
             };
+            let gpu_share = match stage.gpu_share.as_ref().or(default_gpu_share).map(gpu_share) {
+                None => GPU,
+                Some(Ok(share)) => share,
+                Some(Err(e)) => {
+                    let e = if stage.gpu_share.is_some() {
+                        err(&["gpu_share"], e, "invalid share")
+                    } else {
+                        workflow.error_at(&["defaults", "gpu_share"], e, "invalid share")
+                    };
+                    errors.push(e.with_help("a fraction of one GPU, such as 0.5 for two stages per GPU"));
+                    continue;
+                }
+            };
             let executor = match Executor::resolve(stage.executor.as_ref(), default_executor) {
                 Ok(e) => e,
                 Err(_) if !defaults_ok => continue,
@@ -400,7 +417,16 @@ impl Registry {
                 }
             };
             let outputs = if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
-            out.push(Checked { kind_version: kind.version, params, device, uses_device: kind.device, shell: kind.shell, executor, outputs });
+            out.push(Checked {
+                kind_version: kind.version,
+                params,
+                device,
+                uses_device: kind.device,
+                gpu_share,
+                shell: kind.shell,
+                executor,
+                outputs,
+            });
         }
         if errors.is_empty() {
             Ok(out)
@@ -422,6 +448,17 @@ pub fn missing_output(out: &Path, outputs: &[String]) -> Option<String> {
         };
         empty.then(|| format!("declared output `{o}` is empty"))
     })
+}
+
+/// One whole GPU, in the thousandths [`Checked::gpu_share`] counts.
+pub const GPU: u16 = 1000;
+
+/// A `gpu_share:` value in thousandths of a GPU: a number over 0 and at most 1.
+fn gpu_share(v: &Value) -> Result<u16, String> {
+    match v.as_f64() {
+        Some(x) if x > 0.0 && x <= 1.0 => Ok(((x * f64::from(GPU)).round() as u16).max(1)),
+        _ => Err(format!("`gpu_share` must be a number over 0 and at most 1, not {v}")),
+    }
 }
 
 /// Whether `d` names a device: `cpu`, `cuda`, `cuda:N` or `auto`.
