@@ -1,7 +1,7 @@
 //! `flow apply`: the scheduler. Walks the selected DAG, runs ready stages concurrently (at most
-//! `jobs` at once here, one per GPU unless stages say they share; Slurm stages are all submitted), skips the dependents of
-//! failures, and commits each successful run to the store. Every state change is reported as
-//! an [`Event`].
+//! `jobs` at once here, one per GPU unless stages say they share, with the cores split between
+//! them; Slurm stages are all submitted), skips the dependents of failures, and commits each
+//! successful run to the store. Every state change is reported as an [`Event`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -62,9 +62,8 @@ enum Report {
 /// Each ready stage is first looked up in the store (lookups are not limited: they are cheap
 /// and make a no-op apply fast); misses queue to run, in declaration order as far as slots
 /// allow: at most `jobs` local stages at once and one per GPU unless their `gpu_share:` lets
-/// several share one (a CPU stage may overtake one
-/// waiting for a GPU); Slurm stages take no slot. Once a failure stops the run, nothing queued
-/// starts.
+/// several share one (a CPU stage may overtake one waiting for a GPU); Slurm stages take no
+/// slot. Once a failure stops the run, nothing queued starts.
 pub async fn apply(
     p: Arc<Prepared>,
     store: Arc<Store>,

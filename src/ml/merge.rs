@@ -323,6 +323,10 @@ mod tests {
         s.t = 0.5;
         let mid = merge(&s, &[&e1], Some(&e0), 0);
         assert!((mid[0] - 0.5f32.sqrt()).abs() < 1e-6 && (mid[1] - 0.5f32.sqrt()).abs() < 1e-6);
+        // Nearly colinear tensors (cos > 0.9995) are lerped: here exactly, in binary fractions.
+        let (v0, v1) = ([1.0f32, 0.0], [1.0f32, 0.03125]);
+        s.t = 0.25;
+        assert_eq!(merge(&s, &[&v1], Some(&v0), 0), vec![1.0, 0.0078125]);
         // slerp(t, a, b) = slerp(1 − t, b, a).
         s.t = 0.3;
         let ab = merge(&s, &[&B], Some(&A), 0);
@@ -369,13 +373,23 @@ mod tests {
     }
 
     #[test]
+    fn dare_ties_of_density_one_is_ties_and_a_hand_computed_case() {
+        let mut ties = settings(Method::Ties, &[1.0, 1.0]);
+        ties.density = 1.0;
+        let mut dare = settings(Method::DareTies, &[1.0, 1.0]);
+        dare.density = 1.0;
+        assert_eq!(merge(&dare, &[&A, &B], Some(&BASE), 0), merge(&ties, &[&A, &B], Some(&BASE), 0));
+        assert_eq!(merge(&dare, &[&A, &B], Some(&BASE), 0), vec![1.0, -2.0, 3.0, -1.0]);
+    }
+
+    #[test]
     fn breadcrumbs_keeps_exactly_int_density_n_even_when_gamma_n_is_below_one() {
-        let d: Vec<f64> = (0..40).map(|i| ((i * 13 % 17) as f64 - 8.0) * 0.1).collect();
-        for (density, gamma) in [(0.5, 0.01), (0.5, 0.1), (0.9, 0.2), (1.0, 0.0), (0.1, 0.5)] {
+        // 40 distinct non-zero values, so every kept entry counts.
+        let d: Vec<f64> = (0..40).map(|i| ((i * 13 % 41) as f64 - 20.5) * 0.1).collect();
+        for (density, gamma) in [(0.5, 0.01), (0.5, 0.1), (0.9, 0.2), (1.0, 0.0), (0.1, 0.5), (0.33, 0.0)] {
             let kept = outliers(&d, density, gamma).iter().filter(|x| **x != 0.0).count();
-            let zeros_in_d = d.iter().filter(|x| **x == 0.0).count();
-            let want = (density * 40.0) as usize;
-            assert!(kept <= want && kept + zeros_in_d >= want, "density {density}, gamma {gamma}: kept {kept}");
+            assert_eq!(kept, (density * 40.0) as usize, "density {density}, gamma {gamma}");
+            assert_eq!(magnitude(&d, density).iter().filter(|x| **x != 0.0).count(), (density * 40.0) as usize);
         }
         // Keep int(0.5·4) = 2: gamma 0.25 drops the largest (4), the rest of the budget the smallest (1).
         assert_eq!(outliers(&[1.0, 2.0, 3.0, 4.0], 0.5, 0.25), vec![0.0, 2.0, 3.0, 0.0]);
