@@ -21,7 +21,7 @@ use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
 use crate::spec::Workflow;
 use crate::spec::executor::Executor;
-use crate::stages::{GPU, Progress, Task};
+use crate::stages::{Progress, Task, WHOLE_GPU};
 use crate::stages::command::env_value;
 use crate::store::remote::{self, Claim, Holder, Lease, OnTransfer, Published, Remote};
 use crate::store::{Provenance, Record, Store, StoreError};
@@ -100,6 +100,10 @@ pub async fn apply(
     let mut gpus = GpuSlots::new(crate::ml::device::gpu_count());
     let mut cpus = Cpus::new();
     let builtin_here = |i: usize| !on_cluster(i) && !p.checked[i].shell;
+    // Lookups not answered yet. Stages ready together start together, so that they split the
+    // cores: local lookups take milliseconds, so nothing starts while one is out; a remote
+    // lookup may be a long download, so with a remote nothing waits for them.
+    let mut looking = 0usize;
 
     loop {
         let cancelled = *cancel_rx.borrow();
@@ -133,13 +137,14 @@ pub async fn apply(
             tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");
             recipes.insert(i, recipe);
             runs.insert(i, Arc::clone(&run));
+            looking += 1;
             tasks.spawn(async move { Report::Looked { index: i, hit: run.cached(Instant::now()).await } });
         }
         // Slurm stages take no local slot: the cluster schedules them, so all that are ready
         // are submitted together.
         // Two trainings on one GPU would compete for its memory, so a GPU stage also waits
         // until a GPU has its share free.
-        if !stopping && !cancelled {
+        if !stopping && !cancelled && (looking == 0 || opts.remote.is_some()) {
             let admissible = |i: usize, running: usize, gpus: &GpuSlots| on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)));
             while let Some(i) = to_run.iter().copied().find(|&i| admissible(i, running, &gpus)) {
                 to_run.remove(&i);
@@ -151,7 +156,8 @@ pub async fn apply(
                     let _ = run.gpu.set(gpu);
                 }
                 if builtin_here(i) {
-                    let others = to_run.iter().filter(|&&j| builtin_here(j)).count().min(jobs.saturating_sub(running));
+                    let startable = |j: &&usize| builtin_here(**j) && gpus.fits(gpu_wanted(&p, **j));
+                    let others = to_run.iter().filter(startable).count().min(jobs.saturating_sub(running));
                     if let Some(threads) = cpus.take(1 + others) {
                         let _ = run.threads.set(threads);
                     }
@@ -160,7 +166,9 @@ pub async fn apply(
             }
         }
         let Some(joined) = tasks.join_next().await else { break };
-        let done = match joined.expect("stage tasks do not panic") {
+        let report = joined.expect("stage tasks do not panic");
+        looking -= usize::from(matches!(report, Report::Looked { .. }));
+        let done = match report {
             Report::Looked { index, hit: Ok(None) } => {
                 to_run.insert(index);
                 continue;
@@ -741,7 +749,7 @@ struct GpuSlots {
 
 impl GpuSlots {
     fn new(count: usize) -> Self {
-        Self { free: vec![GPU; count] }
+        Self { free: vec![WHOLE_GPU; count] }
     }
 
     /// Whether a stage wanting `want` can start now. A GPU this machine does not have never
@@ -775,7 +783,7 @@ impl GpuSlots {
 /// The cores built-in stages compute on. Each stage process uses a fixed number of threads
 /// (`RAYON_NUM_THREADS`, which candle and rayon read), set when it starts to its share of the
 /// cores no running stage holds: two trainings that each spread over every core fight over
-/// them (on 2 cores, two fine-tunes side by side took 3.9× as long as with a thread each).
+/// them (docs/benchmarks.md#stages-side-by-side).
 /// A `RAYON_NUM_THREADS` set by the user is left to rule.
 struct Cpus {
     total: usize,
@@ -836,7 +844,7 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cpus, GPU, GpuSlots, Want};
+    use super::{Cpus, GpuSlots, WHOLE_GPU, Want};
 
     #[test]
     fn built_in_stages_split_the_free_cores() {
@@ -851,7 +859,7 @@ mod tests {
 
     #[test]
     fn gpu_slots_hold_one_stage_per_gpu() {
-        let whole = |gpu| Some(Want { gpu, share: GPU });
+        let whole = |gpu| Some(Want { gpu, share: WHOLE_GPU });
         let mut gpus = GpuSlots::new(2);
         assert!(gpus.fits(None) && gpus.fits(whole(None)) && gpus.fits(whole(Some(1))));
         assert_eq!(gpus.take(whole(Some(1))), Some(1));
@@ -861,7 +869,7 @@ mod tests {
         assert!(gpus.fits(None), "CPU stages never wait for a GPU");
         assert!(gpus.fits(whole(Some(5))), "a GPU the machine lacks does not block: the stage fails saying so");
         assert_eq!(gpus.take(whole(Some(5))), None);
-        gpus.give(1, GPU);
+        gpus.give(1, WHOLE_GPU);
         assert_eq!(gpus.take(whole(None)), Some(1));
         assert_eq!(GpuSlots::new(0).take(whole(None)), None);
     }
@@ -874,7 +882,7 @@ mod tests {
         assert_eq!(gpus.take(share(None, 500)), Some(0));
         assert_eq!(gpus.take(share(None, 500)), Some(1));
         assert_eq!(gpus.take(share(None, 300)), Some(0));
-        assert!(!gpus.fits(share(None, GPU)), "no GPU is whole");
+        assert!(!gpus.fits(share(None, WHOLE_GPU)), "no GPU is whole");
         assert!(!gpus.fits(share(Some(0), 250)), "cuda:0 has 200 left");
         assert_eq!(gpus.take(share(Some(0), 200)), Some(0));
         assert_eq!(gpus.take(share(None, 500)), Some(1));
@@ -882,6 +890,6 @@ mod tests {
         gpus.give(0, 500);
         gpus.give(0, 300);
         gpus.give(0, 200);
-        assert_eq!(gpus.take(share(None, GPU)), Some(0));
+        assert_eq!(gpus.take(share(None, WHOLE_GPU)), Some(0));
     }
 }

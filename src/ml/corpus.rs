@@ -1275,6 +1275,7 @@ mod tests {
         let mut shapes: Vec<(String, Vec<String>)> = (2..=4).map(|n| (format!("{n}-letter sorts"), sorts(n))).collect();
         shapes.push(("additions".into(), (0..100).flat_map(|a| (a..100).map(move |b| Problem::Add(a, b).canonical())).collect()));
         shapes.push(("subtractions".into(), (10..100).flat_map(|a| (10..=a).map(move |b| Problem::Subtract(a, b).canonical())).collect()));
+        shapes.push(("multiplications".into(), (0..100).flat_map(|a| (a..100).map(move |b| Problem::Multiply(a, b).canonical())).collect()));
         for (shape, problems) in shapes {
             let test = problems.iter().filter(|c| split_of(c) == Split::Test).count() as f64 / problems.len() as f64;
             assert!((0.08..0.12).contains(&test), "{shape}: {:.1} % test problems", 100.0 * test);

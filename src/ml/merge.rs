@@ -373,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn dare_ties_of_density_one_is_ties_and_a_hand_computed_case() {
+    fn dare_ties_of_density_one_is_ties_with_its_sign_election() {
         let mut ties = settings(Method::Ties, &[1.0, 1.0]);
         ties.density = 1.0;
         let mut dare = settings(Method::DareTies, &[1.0, 1.0]);

@@ -278,7 +278,14 @@ impl Registry {
             }
         }
         let default_device = workflow.defaults.get("device");
-        let default_gpu_share = workflow.defaults.get("gpu_share");
+        let default_gpu_share = match workflow.defaults.get("gpu_share").map(gpu_share) {
+            None => WHOLE_GPU,
+            Some(Ok(share)) => share,
+            Some(Err(e)) => {
+                errors.push(workflow.error_at(&["defaults", "gpu_share"], e, "invalid share").with_help(SHARE_HELP));
+                WHOLE_GPU
+            }
+        };
         let default_executor = workflow.defaults.get("executor");
         let executor_error = |mut keys: Vec<String>, e: ExecutorError| {
             let what = if e.path.is_empty() { String::new() } else { format!(" (`{}`)", e.path.join(".")) };
@@ -395,16 +402,16 @@ impl Registry {
                     continue;
                 }
             };
-            let gpu_share = match stage.gpu_share.as_ref().or(default_gpu_share).map(gpu_share) {
-                None => GPU,
+            let gpu_share = match stage.gpu_share.as_ref().map(gpu_share) {
+                None => default_gpu_share,
+                Some(_) if !kind.device => {
+                    let message = format!("`gpu_share` on stage `{}`, whose kind `{}` takes no GPU", stage.name, kind.name);
+                    errors.push(err(&["gpu_share"], message, "not a GPU stage"));
+                    continue;
+                }
                 Some(Ok(share)) => share,
                 Some(Err(e)) => {
-                    let e = if stage.gpu_share.is_some() {
-                        err(&["gpu_share"], e, "invalid share")
-                    } else {
-                        workflow.error_at(&["defaults", "gpu_share"], e, "invalid share")
-                    };
-                    errors.push(e.with_help("a fraction of one GPU, such as 0.5 for two stages per GPU"));
+                    errors.push(err(&["gpu_share"], e, "invalid share").with_help(SHARE_HELP));
                     continue;
                 }
             };
@@ -451,12 +458,14 @@ pub fn missing_output(out: &Path, outputs: &[String]) -> Option<String> {
 }
 
 /// One whole GPU, in the thousandths [`Checked::gpu_share`] counts.
-pub const GPU: u16 = 1000;
+pub const WHOLE_GPU: u16 = 1000;
+
+const SHARE_HELP: &str = "a fraction of one GPU, such as 0.5 for two stages per GPU";
 
 /// A `gpu_share:` value in thousandths of a GPU: a number over 0 and at most 1.
 fn gpu_share(v: &Value) -> Result<u16, String> {
     match v.as_f64() {
-        Some(x) if x > 0.0 && x <= 1.0 => Ok(((x * f64::from(GPU)).round() as u16).max(1)),
+        Some(x) if x > 0.0 && x <= 1.0 => Ok(((x * f64::from(WHOLE_GPU)).round() as u16).max(1)),
         _ => Err(format!("`gpu_share` must be a number over 0 and at most 1, not {v}")),
     }
 }
