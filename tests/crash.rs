@@ -1,11 +1,13 @@
-//! Crash safety: `flow apply` killed with SIGKILL at random moments — while hashing, running
-//! stages, writing blobs, manifests, records and the lock file, uploading — together with every
-//! process it started. After each kill the store verifies clean, and the next apply completes
-//! with the artifacts of an uninterrupted run. The moments come from a seeded generator whose
-//! seed each failure names; `FLOW_CRASH_TRIALS` sets the number of trials (default 10).
+//! Crash safety: `flow apply` killed at random moments — while hashing, running stages, writing
+//! blobs, manifests, records and the lock file, uploading — in three ways: SIGKILL to it and
+//! every process it started (a power cut), SIGKILL to the apply alone (the OOM killer, `kill
+//! -9`), and SIGHUP to the apply alone (a closed terminal). After each kill nothing the apply
+//! started is alive a second later, the store verifies clean, and the next apply completes with
+//! the artifacts of an uninterrupted run. The moments come from a seeded generator whose seed
+//! each failure names; `FLOW_CRASH_TRIALS` sets the number of trials (default 10).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -13,12 +15,16 @@ use nix::unistd::Pid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::util::{Project, parse_applied};
+use crate::util::{Project, assert_all_end_within_a_second, descendants, parse_applied, stage_processes};
 
-/// Command stages with many files, a large one and links, feeding a tiny training chain.
+/// Command stages with many files, a large one and links, feeding a tiny training chain, and
+/// beside them a slow stage that ignores the polite signals.
 const WORKFLOW: &str = r#"version: 1
 defaults: {seed: 3}
 stages:
+  slow:
+    kind: command
+    run: 'trap "" TERM INT HUP; for i in $(seq 1 10); do echo $i >> $FLOW_OUT/n; sleep 0.2; done'
   many:
     kind: command
     run: 'for i in $(seq 1 200); do echo "file $i" > $FLOW_OUT/f$i.txt; done; mkdir $FLOW_OUT/sub; ln -s ../f1.txt $FLOW_OUT/sub/link'
@@ -56,55 +62,57 @@ fn artifacts(p: &Project, args: &[&str], env: &[(&str, &str)]) -> BTreeMap<Strin
     r.stages.iter().map(|s| (s["stage"].as_str().unwrap().to_owned(), s["artifact"].as_str().unwrap().to_owned())).collect()
 }
 
-/// The processes descending from `root`, found through their parents in /proc.
-fn descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // The command name may hold spaces and parentheses: the parent is the second field
-            // after the last `)`.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        found.extend(parents.iter().filter(|&&(_, ppid)| ppid == parent).map(|&(pid, _)| pid));
-        i += 1;
-    }
-    found
+/// How an apply is killed.
+#[derive(Clone, Copy, Debug)]
+enum Kill {
+    /// SIGKILL to the apply and every process it started, as a power cut would: the apply is
+    /// stopped first, so that it starts nothing new while its descendants are collected.
+    Everything,
+    /// A signal to the apply alone; its stages are left to the promise under test.
+    Apply(Signal),
 }
 
-/// SIGKILLs `child` and everything it started, as a power cut would: stopped first, so that
-/// it starts nothing new while its descendants are collected.
-fn kill_all(child: &mut Child) {
-    let pid = Pid::from_raw(child.id() as i32);
-    if kill(pid, Signal::SIGSTOP).is_err() {
-        return; // already exited
-    }
-    for pid in descendants(child.id()).into_iter().rev() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
-    child.wait().unwrap();
+/// What became of one apply that was to be killed.
+struct Killed {
+    /// The kill came before the apply finished.
+    before_the_end: bool,
+    /// Stage processes were running when the kill came.
+    mid_stage: bool,
 }
 
-/// Runs `args` in `p`, kills it after `delay` (if still running), and says whether it was killed.
-fn apply_killed_after(p: &Project, args: &[&str], env: &[(&str, &str)], delay: Duration) -> bool {
+/// Runs `args` in `p`, kills it as `how` after `delay` (if still running), then checks that
+/// nothing it started outlives it by more than a second.
+fn apply_killed_after(p: &Project, args: &[&str], env: &[(&str, &str)], delay: Duration, how: Kill) -> Killed {
     let mut child = apply(p, args, env).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + delay;
     while Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {
-            return false;
+            return Killed { before_the_end: false, mid_stage: false };
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    kill_all(&mut child);
-    true
+    let pid = Pid::from_raw(child.id() as i32);
+    if let Kill::Everything = how
+        && kill(pid, Signal::SIGSTOP).is_err()
+    {
+        child.wait().unwrap();
+        return Killed { before_the_end: false, mid_stage: false };
+    }
+    let started = descendants(child.id());
+    let mid_stage = !stage_processes(p.path()).is_empty();
+    match how {
+        Kill::Everything => {
+            for proc in started.iter().rev() {
+                let _ = kill(Pid::from_raw(proc.pid), Signal::SIGKILL);
+            }
+        }
+        Kill::Apply(signal) => {
+            let _ = kill(pid, signal);
+        }
+    }
+    child.wait().unwrap();
+    assert_all_end_within_a_second(&started, p.path(), &format!("{how:?} after {delay:?}"));
+    Killed { before_the_end: true, mid_stage }
 }
 
 fn assert_verifies(p: &Project, cache: &str, seed: u64) {
@@ -114,14 +122,14 @@ fn assert_verifies(p: &Project, cache: &str, seed: u64) {
     assert!(stderr.contains(", 0 problems"), "seed {seed}: {stderr}");
 }
 
-/// Kills applies of [`WORKFLOW`] in `p` at `trials()` moments spread over an uninterrupted
-/// run's duration; `extra` gives each trial's arguments besides its own cache.
-fn crash_trials(p: &Project, name: &str, env: &[(&str, &str)], extra: impl Fn(u64) -> Vec<String>) -> BTreeMap<String, String> {
+/// Kills applies of [`WORKFLOW`] in `p` as `how` at `trials()` moments spread over an
+/// uninterrupted run's duration; `extra` gives each trial's arguments besides its own cache.
+fn crash_trials(p: &Project, name: &str, how: Kill, env: &[(&str, &str)], extra: impl Fn(u64) -> Vec<String>) -> BTreeMap<String, String> {
     p.write("wf.yaml", WORKFLOW);
     let started = Instant::now();
     let reference = artifacts(p, &["--cache", "reference"], env);
     let span = started.elapsed();
-    let mut killed = 0;
+    let (mut killed, mut mid_stage) = (0, 0);
     for trial in 0..trials() {
         let seed = trial;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -130,8 +138,10 @@ fn crash_trials(p: &Project, name: &str, env: &[(&str, &str)], extra: impl Fn(u6
         let args = extra(trial);
         let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
         args.extend(["--cache", &cache]);
-        eprintln!("{name}: trial {trial}, seed {seed}: kill after {delay:?} of {span:?}");
-        killed += usize::from(apply_killed_after(p, &args, env, delay));
+        eprintln!("{name}: trial {trial}, seed {seed}: {how:?} after {delay:?} of {span:?}");
+        let k = apply_killed_after(p, &args, env, delay, how);
+        killed += usize::from(k.before_the_end);
+        mid_stage += usize::from(k.mid_stage);
         if let Err(e) = flow::exec::lockfile::LockFile::read(&p.path().join("wf.lock")) {
             panic!("seed {seed}: the lock file after the kill: {e}");
         }
@@ -139,7 +149,10 @@ fn crash_trials(p: &Project, name: &str, env: &[(&str, &str)], extra: impl Fn(u6
         assert_eq!(artifacts(p, &args, env), reference, "seed {seed}: the apply after the kill");
         assert_verifies(p, &cache, seed);
     }
-    eprintln!("{name}: {killed} of {} applies killed before they finished; every store verified and completed", trials());
+    eprintln!(
+        "{name}: {} trials, {killed} killed ({how:?}) before the apply finished, {mid_stage} while a stage ran; nothing was left running, every store verified and completed",
+        trials()
+    );
     // A few draws may land after the end of a run; most must have interrupted one.
     assert!(killed as u64 * 2 >= trials(), "{name}: only {killed} of {} applies were killed", trials());
     reference
@@ -147,7 +160,17 @@ fn crash_trials(p: &Project, name: &str, env: &[(&str, &str)], extra: impl Fn(u6
 
 #[test]
 fn an_apply_killed_at_any_moment_leaves_a_store_that_verifies_and_completes_identically() {
-    crash_trials(&Project::new(), "local", &[], |_| vec![]);
+    crash_trials(&Project::new(), "local", Kill::Everything, &[], |_| vec![]);
+}
+
+#[test]
+fn an_apply_killed_alone_at_any_moment_takes_its_stages_with_it() {
+    crash_trials(&Project::new(), "apply alone", Kill::Apply(Signal::SIGKILL), &[], |_| vec![]);
+}
+
+#[test]
+fn an_apply_hung_up_at_any_moment_takes_its_stages_with_it() {
+    crash_trials(&Project::new(), "hang-up", Kill::Apply(Signal::SIGHUP), &[], |_| vec![]);
 }
 
 #[test]
@@ -155,7 +178,8 @@ fn a_pushing_apply_killed_at_any_moment_leaves_a_remote_others_can_pull_from() {
     let p = Project::new();
     let remote = |trial| format!("file://{}/remote{trial}", p.path().display());
     // The killed apply's lease stays behind: it expires after a second without renewal.
-    let reference = crash_trials(&p, "remote", &[("FLOW_LEASE_SECONDS", "1")], |trial| vec!["--push".into(), "--remote".into(), remote(trial)]);
+    let reference =
+        crash_trials(&p, "remote", Kill::Everything, &[("FLOW_LEASE_SECONDS", "1")], |trial| vec!["--push".into(), "--remote".into(), remote(trial)]);
     // Each remote, completed by the apply after its kill, gives a fresh machine every artifact.
     for trial in 0..trials() {
         let fresh = format!("fresh{trial}");
@@ -165,4 +189,139 @@ fn a_pushing_apply_killed_at_any_moment_leaves_a_remote_others_can_pull_from() {
         let r = parse_applied(p.flow(&["apply", "wf.yaml", "--json", "--cache", &fresh, "--offline"]));
         assert_eq!(r.with_status("cached").len(), reference.len(), "trial {trial}: {}", r.stderr);
     }
+}
+
+/// A command stage that appends a numbered line with its shell's pid four times a second,
+/// ignores SIGTERM, SIGINT and SIGHUP, and leaves a process outside its process group.
+const SLOW_COMMAND: &str = r#"version: 1
+stages:
+  slow:
+    kind: command
+    run: |
+      trap '' TERM INT HUP
+      setsid sleep 300 &
+      for i in 1 2 3 4 5 6 7 8; do echo "$i $$" >> "$FLOW_OUT/out.txt"; sleep 0.25; done
+"#;
+
+/// The first of the issue's scenarios: an apply killed alone used to leave the stage writing,
+/// and the next apply's artifact held lines of both runs.
+#[test]
+fn a_command_stage_dies_with_its_apply_and_the_next_artifact_is_one_whole_run() {
+    let p = Project::new();
+    p.write("wf.yaml", SLOW_COMMAND);
+    for seed in 0..3 {
+        let delay = Duration::from_secs_f64(ChaCha8Rng::seed_from_u64(seed).random_range(0.3..1.7));
+        let k = apply_killed_after(&p, &[], &[], delay, Kill::Apply(Signal::SIGKILL));
+        assert!(k.before_the_end && k.mid_stage, "seed {seed}: the kill after {delay:?} did not land while the stage ran");
+        assert_verifies(&p, "cache", seed);
+    }
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(p.cache().join("artifacts").join(r.artifact("slow")).join("out.txt")).unwrap();
+    let lines: Vec<(u32, &str)> = text.lines().map(|l| l.split_once(' ').map(|(n, pid)| (n.parse().unwrap(), pid)).unwrap()).collect();
+    assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>(), "{text}");
+    assert!(lines.iter().all(|l| l.1 == lines[0].1), "lines of more than one process:\n{text}");
+    // The process the stage left outside its group ended with it.
+    assert_all_end_within_a_second(&[], p.path(), "after a complete run");
+    assert_verifies(&p, "cache", 0);
+}
+
+const TRAINING: &str = r#"version: 1
+defaults: {seed: 4}
+stages:
+  text: {kind: corpus, with: {documents: 200}}
+  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 300, val_fraction: 0.1}}
+  model: {kind: init, needs: {tokenizer: data}, with: {layers: 2, hidden: 64, heads: 4, ffn: 128}}
+  pre:
+    kind: pretrain
+    needs: {model: model, data: data}
+    with: {steps: 200, batch: 4, seq_len: 64, lr: 3.0e-3, warmup: 10, eval_every: 100, checkpoint_every: 10}
+"#;
+
+/// The second scenario: applies of a checkpointing pretrain killed alone used to leave their
+/// trainings running into the same resume directory as the next apply's.
+#[test]
+fn a_training_stage_dies_with_its_apply_and_resumes_to_the_artifact_of_an_uninterrupted_run() {
+    let clean = Project::new();
+    clean.write("wf.yaml", TRAINING);
+    let reference = clean.apply("wf.yaml", &[]);
+    assert_eq!(reference.code, 0, "{}", reference.stderr);
+    let span = Duration::from_secs_f64(reference.stage("pre")["seconds"].as_f64().unwrap());
+
+    let p = Project::new();
+    p.write("wf.yaml", TRAINING);
+    assert_eq!(p.apply("wf.yaml", &["--target", "model"]).code, 0);
+    // Each kill comes within the first quarter of what is left to train: three of them still
+    // land mid-training, however far each got.
+    for seed in 0..3 {
+        let delay = span.mul_f64(ChaCha8Rng::seed_from_u64(seed).random_range(0.1..0.25));
+        let k = apply_killed_after(&p, &[], &[], delay, Kill::Apply(Signal::SIGKILL));
+        assert!(k.before_the_end && k.mid_stage, "seed {seed}: the kill after {delay:?} did not land while `pre` trained");
+        assert_verifies(&p, "cache", seed);
+    }
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.artifact("pre"), reference.artifact("pre"), "the artifact after the kills differs from an uninterrupted run's");
+    assert_verifies(&p, "cache", 0);
+}
+
+/// The second line of defence: processes that survived their supervisor (killed on its own)
+/// are found by the next apply before the stage runs again, and ended.
+#[test]
+fn processes_that_outlived_their_supervisor_are_ended_before_the_stage_runs_again() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"version: 1
+stages:
+  s:
+    kind: command
+    run: |
+      if [ -f "$FLOW_RESUME/started" ]; then echo second > "$FLOW_OUT/x"; exit 0; fi
+      setsid sleep 300 &
+      sleep 301 &
+      touch "$FLOW_RESUME/started"
+      wait
+"#,
+    );
+    let child = apply(&p, &[], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marked = || glob::glob(&format!("{}/scratch/*/resume/started", p.cache().display())).unwrap().count() == 1;
+    while !(marked() && stage_processes(p.path()).len() >= 4) {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = descendants(child.id());
+    let supervisor = started.iter().copied().find(|proc| proc.describe().contains(" supervise ")).expect("the stage's supervisor");
+    let shell = started.iter().copied().find(|proc| proc.describe().contains("`sh -c")).expect("the stage's shell");
+    // Killed on its own, the supervisor can end nothing; the apply sees its stage fail.
+    kill(Pid::from_raw(supervisor.pid), Signal::SIGKILL).unwrap();
+    let failed = parse_applied(child.wait_with_output().unwrap());
+    assert_eq!(failed.stage("s")["reason"], "killed by signal 9", "{}", failed.stderr);
+    // The stage's shell dies of its parent-death signal; what it started lives on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shell.alive() {
+        assert!(Instant::now() < deadline, "the shell outlived its supervisor");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let left = stage_processes(p.path());
+    assert_eq!(left.len(), 2, "the two sleeps outlive their supervisor: {left:?}");
+
+    let out = apply(&p, &[], &[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let r = parse_applied(out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let notice = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "notice")
+        .unwrap_or_else(|| panic!("no notice: {stdout}"));
+    let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
+    assert_eq!(notice["stage"], "s");
+    assert!(
+        notice["message"].as_str().unwrap().starts_with(&format!("ended 2 processes left running by an earlier attempt of this stage (pids {})", pids.join(", "))),
+        "{notice}"
+    );
+    assert!(left.iter().all(|p| !p.alive()), "{left:?}");
+    assert_eq!(p.read(&format!("cache/artifacts/{}/x", r.artifact("s"))), "second\n");
 }

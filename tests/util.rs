@@ -121,3 +121,87 @@ pub fn parse_applied(out: Output) -> Applied {
 pub fn logged(name: &str, text: &str) -> String {
     format!("echo {name} >> runs.log; {text} > \"$FLOW_OUT/out.txt\"")
 }
+
+/// A process: its pid and the time it started (a pid is reused once its process is gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub start: u64,
+}
+
+impl Proc {
+    /// Whether it still runs (a zombie has ended).
+    pub fn alive(self) -> bool {
+        procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|s| s.starttime == self.start && running(&s))
+    }
+
+    /// What it runs, for messages.
+    pub fn describe(self) -> String {
+        let cmdline = procfs::process::Process::new(self.pid).and_then(|p| p.cmdline()).unwrap_or_default();
+        format!("{} `{}`", self.pid, cmdline.join(" "))
+    }
+}
+
+fn running(stat: &procfs::process::Stat) -> bool {
+    !matches!(stat.state(), Ok(procfs::process::ProcState::Zombie | procfs::process::ProcState::Dead))
+}
+
+/// Every live process with its parent.
+fn processes() -> Vec<(Proc, i32)> {
+    procfs::process::all_processes()
+        .unwrap()
+        .flatten()
+        .filter_map(|p| p.stat().ok())
+        .filter(running)
+        .map(|s| (Proc { pid: s.pid, start: s.starttime }, s.ppid))
+        .collect()
+}
+
+/// The live processes descending from `root` (itself included), found through their parents.
+pub fn descendants(root: u32) -> Vec<Proc> {
+    let all = processes();
+    let mut found: Vec<Proc> = all.iter().filter(|(p, _)| p.pid == root as i32).map(|(p, _)| *p).collect();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i].pid;
+        found.extend(all.iter().filter(|&&(_, ppid)| ppid == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found
+}
+
+/// The live processes of local stages whose store lies under `dir`: each inherits
+/// `FLOW_RESUME`, a directory of its store.
+pub fn stage_processes(dir: &Path) -> Vec<Proc> {
+    let dirs = [dir.to_path_buf(), dir.canonicalize().unwrap()];
+    processes()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| {
+            let env = procfs::process::Process::new(p.pid).and_then(|p| p.environ()).unwrap_or_default();
+            env.get(std::ffi::OsStr::new("FLOW_RESUME")).is_some_and(|v| dirs.iter().any(|d| Path::new(v).starts_with(d)))
+        })
+        .collect()
+}
+
+/// Fails unless every one of `procs` and every stage process of a store under `dir` is gone
+/// within a second (the promise of docs/guarantees.md).
+pub fn assert_all_end_within_a_second(procs: &[Proc], dir: &Path, context: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let mut left: Vec<Proc> = procs.iter().copied().filter(|p| p.alive()).collect();
+        for p in stage_processes(dir) {
+            if !left.contains(&p) {
+                left.push(p);
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let list: Vec<String> = left.iter().map(|p| p.describe()).collect();
+            panic!("{context}: still running a second later: {}", list.join("; "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -8,5 +8,8 @@ pub const STAGE_FAILED: u8 = 1;
 pub const INVALID: u8 = 2;
 /// The store is unusable or failed an integrity check (corrupt blob, bad record, I/O error).
 pub const STORE: u8 = 3;
-/// Interrupted by Ctrl-C (SIGINT) or SIGTERM; nothing partial was committed.
+/// A stage's program could not be started (a stage's exit code, as a shell's for a missing
+/// command; the reason is in the stage's log).
+pub const SUPERVISOR: u8 = 127;
+/// Interrupted by Ctrl-C (SIGINT), SIGTERM or SIGHUP; nothing partial was committed.
 pub const INTERRUPTED: u8 = 130;

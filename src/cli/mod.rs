@@ -133,6 +133,14 @@ enum Command {
         /// The task file written by `flow apply`.
         task: PathBuf,
     },
+    /// Run a local stage's process and end everything it starts with it, or when `flow apply`
+    /// dies (what `flow apply` starts around each stage; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        /// The stage's program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Print the blake3 digest of files, as flow computes them (like `b3sum`).
     Hash {
         /// Files to hash.
@@ -280,15 +288,31 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(cli.verbose);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let Cli { cache, verbose, command } = cli;
+    let result = match command {
+        // No runtime for the supervisor: it starts its stage before any other thread exists,
+        // since the stage's parent-death signal follows the thread that started it.
+        Command::Supervise { command } => supervise_cmd(&command),
+        command => {
+            init_tracing(verbose);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(run(cache, command))
+        }
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             render(&f);
             ExitCode::from(f.code)
         }
     }
+}
+
+/// `flow supervise -- PROGRAM ARGS…`: runs a stage's process for `flow apply` and ends as it
+/// ended.
+fn supervise_cmd(command: &[std::ffi::OsString]) -> Result<u8, Failure> {
+    let ended = crate::exec::supervisor::supervise(&command[0], &command[1..]).map_err(|e| Failure::new(exit::SUPERVISOR, e))?;
+    ended.exit()
 }
 
 fn init_tracing(verbose: u8) {
@@ -303,10 +327,10 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-async fn run(cli: Cli) -> Result<u8, Failure> {
-    match cli.command {
-        Command::Apply(args) => apply_cmd(cli.cache, args).await,
-        Command::Plan(args) => plan_cmd(cli.cache, args).await,
+async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
+    match command {
+        Command::Apply(args) => apply_cmd(cache, args).await,
+        Command::Plan(args) => plan_cmd(cache, args).await,
         Command::Graph { file, format } => {
             let workflow = spec::load(&file, &[])?;
             Registry::builtin().check(&workflow)?;
@@ -319,14 +343,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             print_stdout(&text);
             Ok(exit::OK)
         }
-        Command::Show { file, stage, json, plot, sets } => show_cmd(cli.cache, &file, &stage, &sets, json, plot.as_deref()).await,
+        Command::Show { file, stage, json, plot, sets } => show_cmd(cache, &file, &stage, &sets, json, plot.as_deref()).await,
         Command::RunStage { task } => run_stage(&task),
-        Command::Checkout { file, stage, to, sets } => checkout_cmd(cli.cache, &file, &stage, &sets, &to).await,
-        Command::Gc { workflows, keep_days, dry_run, remote: false } => gc_cmd(cli.cache, &workflows, keep_days, dry_run).await,
+        Command::Supervise { .. } => unreachable!("`main` runs the supervisor without a runtime"),
+        Command::Checkout { file, stage, to, sets } => checkout_cmd(cache, &file, &stage, &sets, &to).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: false } => gc_cmd(cache, &workflows, keep_days, dry_run).await,
         Command::Gc { workflows, keep_days, dry_run, remote: true } => remote_gc_cmd(&workflows, keep_days, dry_run).await,
-        Command::Push { file, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Push).await,
-        Command::Pull { file, stages, remote, json } => share_cmd(cli.cache, &file, &remote, json, Share::Pull(stages)).await,
-        Command::Verify { workflow, repair } => verify_cmd(cli.cache, workflow.as_deref(), repair).await,
+        Command::Push { file, remote, json } => share_cmd(cache, &file, &remote, json, Share::Push).await,
+        Command::Pull { file, stages, remote, json } => share_cmd(cache, &file, &remote, json, Share::Pull(stages)).await,
+        Command::Verify { workflow, repair } => verify_cmd(cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => {
             let mut out = String::new();
             for f in &files {
@@ -431,9 +456,12 @@ async fn apply_cmd(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failur
     let cancel = async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        // A closed terminal or a lost SSH session: the run stops as for Ctrl-C.
+        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = hangup.recv() => {}
         }
     };
     let summary = apply::apply(Arc::new(prepared), Arc::new(store), opts, sink, cancel).await?;

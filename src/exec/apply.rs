@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::event::{Event, StageOutcome, Status, Summary};
 use super::lockfile::Locked;
+use super::leftovers;
 use super::runner::{self, Exit, ProcessSpec};
 use super::slurm::{self, JobEvent};
 use super::{ExecError, Prepared};
@@ -555,9 +556,29 @@ impl StageRun {
             Ok(None) => {}
             Err(why) => return Ok(self.failed_outcome(started, why, None)),
         }
-        let out = self.store.fresh_output_dir(&fp)?;
+        let resume = self.store.resume_dir(&fp);
+        match tokio::task::spawn_blocking({
+            let resume = resume.clone();
+            move || leftovers::end(&resume)
+        })
+        .await
+        .expect("leftover check")
+        {
+            Ok(pids) if pids.is_empty() => {}
+            Ok(pids) => {
+                let list = pids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+                let what = if pids.len() == 1 { "a process".to_owned() } else { format!("{} processes", pids.len()) };
+                let label = if pids.len() == 1 { "pid" } else { "pids" };
+                self.notice(format!(
+                    "ended {what} left running by an earlier attempt of this stage ({label} {list}); this run resumes from its checkpoints"
+                ))
+            }
+            Err(e) => return Ok(self.failed_outcome(started, e.to_string(), None)),
+        }
+        let attempt = self.store.fresh_attempt(&fp)?;
+        let out = attempt.join("out");
         let log = self.store.log_path(&fp);
-        let spec = self.process(&out)?;
+        let spec = self.process(&attempt, &resume)?;
         tracing::debug!(stage = self.name(), cwd = %spec.cwd.display(), out = %out.display(), "starting");
         let last = Arc::new(Mutex::new(None::<Progress>));
         let used = Arc::new(Mutex::new(None::<String>));
@@ -659,9 +680,10 @@ impl StageRun {
             .collect()
     }
 
-    /// The process that runs this stage: `sh -c` for command stages, `flow run-stage` with a
-    /// task file for built-in kinds.
-    fn process(&self, out: &Path) -> Result<ProcessSpec, StoreError> {
+    /// The process that runs this stage in `attempt` (its output goes to `attempt/out`): `sh -c`
+    /// for command stages, `flow run-stage` with a task file for built-in kinds.
+    fn process(&self, attempt: &Path, resume: &Path) -> Result<ProcessSpec, StoreError> {
+        let out = attempt.join("out");
         let p = &self.p;
         let stage = &p.workflow.stages[self.index];
         let checked = &p.checked[self.index];
@@ -672,8 +694,8 @@ impl StageRun {
         env.insert("FLOW_FINGERPRINT".to_owned(), self.fingerprint.to_string());
         // Kept across interrupted runs of this fingerprint (a crash, Ctrl-C, a requeued job),
         // removed once the artifact is committed: where a long command keeps its checkpoints.
-        let resume = self.store.scratch_dir(&self.fingerprint).join("resume");
-        fs_err::create_dir_all(&resume)?;
+        // Every process of the stage inherits it, which is how leftovers are found.
+        fs_err::create_dir_all(resume)?;
         env.insert("FLOW_RESUME".to_owned(), resume.display().to_string());
         if !checked.shell {
             let task = Task {
@@ -682,14 +704,14 @@ impl StageRun {
                 params: checked.params.clone(),
                 inputs,
                 files: Workflow::input_files(stage).iter().map(|f| p.workflow.dir.join(f)).collect(),
-                out: out.to_path_buf(),
-                resume,
+                out: out.clone(),
+                resume: resume.to_path_buf(),
                 device: self.gpu.get().map_or_else(|| checked.device.clone(), |n| format!("cuda:{n}")),
             };
             if let Some(threads) = self.threads.get() {
                 env.insert("RAYON_NUM_THREADS".to_owned(), threads.to_string());
             }
-            let task_file = self.store.scratch_dir(&self.fingerprint).join("task.json");
+            let task_file = attempt.join("task.json");
             fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
             let program = std::env::current_exe()?;
             let args = vec!["run-stage".to_owned(), task_file.display().to_string()];

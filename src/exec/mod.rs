@@ -11,11 +11,13 @@
 pub mod apply;
 pub mod event;
 pub mod fingerprint;
+mod leftovers;
 pub mod lockfile;
 pub mod plan;
 pub mod runner;
 pub mod share;
 pub mod slurm;
+pub mod supervisor;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

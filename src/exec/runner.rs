@@ -1,5 +1,6 @@
-//! Runs one stage's process: a child in its own process group, its output to a log file,
-//! killed as a group (SIGTERM, then SIGKILL) when the run is cancelled.
+//! Runs one local stage's process: under a supervisor ([`super::supervisor`]) that ends the
+//! stage's whole process group when the stage exits, when the run is cancelled (SIGTERM, then
+//! SIGKILL) and when `flow apply` itself dies; its output to a log file.
 //!
 //! Built-in kinds (`flow run-stage`) speak a one-line protocol on stdout: a line
 //! `@flow-progress {json}` is a progress report. Every line goes to the log.
@@ -9,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+
+use super::supervisor::{GRACE, TERMINATE};
 
 use crate::stages::Progress;
 
@@ -42,21 +44,28 @@ pub enum Exit {
     Job(String),
 }
 
-/// How long a cancelled stage gets to exit after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(5);
+/// How long past the grace period a supervisor asked to end its stage may take before it is
+/// killed itself (its stage then dies of the parent-death signal).
+const SUPERVISOR_SLACK: Duration = Duration::from_secs(5);
 
+/// Runs `spec` under a supervisor (`flow supervise`, this same binary) in a process group of
+/// its own, so that the terminal's Ctrl-C reaches only `flow apply`, which decides. The
+/// supervisor's stdin is a pipe only this process holds: when this process dies, for any
+/// reason, the supervisor reads end of file and kills the stage.
 pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<bool>, on_progress: OnProgress) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
-    let mut cmd = tokio::process::Command::new(&spec.program);
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     let stdout = if spec.protocol { Stdio::piped() } else { Stdio::from(log_file.try_clone()?) };
-    cmd.args(&spec.args)
+    cmd.arg("supervise")
+        .arg("--")
+        .arg(&spec.program)
+        .args(&spec.args)
         .current_dir(&spec.cwd)
         .envs(&spec.env)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(stdout)
         .stderr(log_file.try_clone()?)
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     let mut child = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program.display())))?;
     let reader = child.stdout.take().map(|out| tokio::spawn(relay(out, log_file, on_progress)));
     let exit = wait(&mut child, &mut cancel).await;
@@ -88,49 +97,34 @@ pub fn report(line: &str, on_progress: &OnProgress) {
 }
 
 async fn wait(child: &mut tokio::process::Child, cancel: &mut watch::Receiver<bool>) -> std::io::Result<Exit> {
-    let pid = child.id().map(|id| Pid::from_raw(id as i32));
-    if *cancel.borrow() {
-        terminate(child, pid).await;
-        return Ok(Exit::Cancelled);
-    }
-    tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            // The stage's own children may linger in its group; they must not outlive it.
-            if let Some(pid) = pid {
-                let _ = killpg(pid, Signal::SIGKILL);
+    // Dropping the pipe would tell the supervisor to kill at once: it is kept until the end.
+    let mut control = child.stdin.take().expect("the control pipe");
+    if !*cancel.borrow() {
+        tokio::select! {
+            status = child.wait() => {
+                use std::os::unix::process::ExitStatusExt;
+                let status = status?;
+                return Ok(match (status.code(), status.signal()) {
+                    (Some(0), _) => Exit::Success,
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    (None, None) => Exit::Code(-1),
+                });
             }
-            use std::os::unix::process::ExitStatusExt;
-            Ok(match (status.code(), status.signal()) {
-                (Some(0), _) => Exit::Success,
-                (Some(code), _) => Exit::Code(code),
-                (None, Some(sig)) => Exit::Signal(sig),
-                (None, None) => Exit::Code(-1),
-            })
-        }
-        _ = cancelled(cancel) => {
-            terminate(child, pid).await;
-            Ok(Exit::Cancelled)
+            _ = cancelled(cancel) => {}
         }
     }
+    // A supervisor that already exited cannot read the request; its wait below returns at once.
+    let _ = control.write_all(&[TERMINATE]).await;
+    if tokio::time::timeout(GRACE + SUPERVISOR_SLACK, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+    Ok(Exit::Cancelled)
 }
 
 async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     // The borrowed value is dropped here so the future stays `Send`.
     let _ = cancel.wait_for(|c| *c).await.map(|_| ());
-}
-
-async fn terminate(child: &mut tokio::process::Child, pid: Option<Pid>) {
-    if let Some(pid) = pid {
-        let _ = killpg(pid, Signal::SIGTERM);
-        if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-            let _ = killpg(pid, Signal::SIGKILL);
-        } else {
-            let _ = killpg(pid, Signal::SIGKILL);
-            return;
-        }
-    }
-    let _ = child.kill().await;
 }
 
 /// The last `n` lines of a log file.

@@ -8,7 +8,8 @@
 //! ac/<fingerprint>.json    run records; written last, create-if-absent
 //! artifacts/<digest>/      materialised artifacts (hard links to blobs where modes agree)
 //! locks/<fingerprint>      per-fingerprint run locks (flock: released when a process dies)
-//! scratch/<fingerprint>/   the working directory of a run: `out/` and resume state
+//! scratch/<fingerprint>/   the working directory of a run: `attempt-XXXXXX/` per attempt
+//!                          (its `out/` and task), `resume/` kept across attempts
 //! logs/<fingerprint>.log   the output of the last run of a fingerprint
 //! state/files.json         the stat cache of input file digests
 //! state/remotes/<id>/<fp>  marks: the remote named <id> holds the record of <fp>
@@ -83,6 +84,9 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store").field("root", &self.root).finish()
     }
 }
+
+/// How the directory of each run attempt under `scratch/<fingerprint>/` begins.
+const ATTEMPT_PREFIX: &str = "attempt-";
 
 /// Holds a fingerprint's run lock until dropped.
 pub struct RunLock {
@@ -589,15 +593,28 @@ impl Store {
         Ok(())
     }
 
-    /// Empties `scratch/<fp>/out` for a fresh run and returns it.
-    pub fn fresh_output_dir(&self, fp: &Fingerprint) -> Result<PathBuf, StoreError> {
-        let out = self.scratch_dir(fp).join("out");
-        if out.exists() {
-            unseal_dirs(&out)?;
-            fs_err::remove_dir_all(&out)?;
+    /// Where the attempts of `fp` keep their checkpoints, from one attempt to the next until
+    /// the artifact is committed (`$FLOW_RESUME`).
+    pub fn resume_dir(&self, fp: &Fingerprint) -> PathBuf {
+        self.scratch_dir(fp).join("resume")
+    }
+
+    /// A new attempt's directory, `scratch/<fp>/attempt-XXXXXX/` with an empty `out/`, under a
+    /// name no earlier attempt had: a process of an earlier attempt, however it survived,
+    /// cannot write into this one's output. Earlier attempts' directories are removed; the
+    /// caller has made sure nothing of those attempts still runs.
+    pub fn fresh_attempt(&self, fp: &Fingerprint) -> Result<PathBuf, StoreError> {
+        let scratch = self.scratch_dir(fp);
+        fs_err::create_dir_all(&scratch)?;
+        for entry in fs_err::read_dir(&scratch)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(ATTEMPT_PREFIX) {
+                self.remove_tree(&entry.path())?;
+            }
         }
-        fs_err::create_dir_all(&out)?;
-        Ok(out)
+        let dir = tempfile::Builder::new().prefix(ATTEMPT_PREFIX).tempdir_in(&scratch)?.keep();
+        fs_err::create_dir(dir.join("out"))?;
+        Ok(dir)
     }
 
     /// Removes a run's scratch directory after its artifact was committed.
