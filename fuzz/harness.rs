@@ -23,11 +23,7 @@ pub fn workflow(data: &[u8]) {
     assert!(!errors.errors.is_empty(), "a failure reports at least one error");
     let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
     for e in &errors.errors {
-        assert!(
-            e.location.is_some() || e.message.contains("wf.yaml:"),
-            "an error without a position: {}",
-            e.message
-        );
+        assert!(e.location.is_some() || e.message.contains("wf.yaml:"), "an error without a position: {}", e.message);
         let mut out = String::new();
         handler.render_report(&mut out, e).expect("errors render");
     }
@@ -44,7 +40,8 @@ pub fn manifest(data: &[u8]) {
 
 /// A record from an untrusted store: refused, or carrying the fingerprint it is stored under.
 pub fn record(data: &[u8]) {
-    let expected: Fingerprint = "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e".parse().expect("a fingerprint");
+    let expected: Fingerprint =
+        "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e".parse().expect("a fingerprint");
     if let Ok(r) = Record::parse(data, expected) {
         assert_eq!(r.fingerprint, expected);
         let bytes = serde_json::to_vec(&r).expect("records serialise");

@@ -25,9 +25,9 @@ pub mod graph;
 pub mod hash;
 /// The ML core on candle: model, optimizer, schedules, tokenizer, shards, training loop.
 pub mod ml;
-/// Stage kinds and the registry that checks a workflow against them.
-pub mod stages;
 /// The workflow language: YAML with spans → validated `Workflow`.
 pub mod spec;
+/// Stage kinds and the registry that checks a workflow against them.
+pub mod stages;
 /// The content-addressed artifact store.
 pub mod store;

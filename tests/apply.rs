@@ -239,7 +239,9 @@ fn a_stage_writing_an_escaping_symlink_fails_and_is_not_cached() {
 #[test]
 fn a_stage_that_exits_0_without_its_declared_outputs_fails_and_is_not_cached() {
     let p = Project::new();
-    let wf = |run: &str| format!("version: 1\nstages:\n  s:\n    kind: command\n    run: '{run}'\n    outputs: [model.pt, shards/]\n");
+    let wf = |run: &str| {
+        format!("version: 1\nstages:\n  s:\n    kind: command\n    run: '{run}'\n    outputs: [model.pt, shards/]\n")
+    };
     for (run, why) in [
         ("true", "declared output `model.pt` is missing"),
         ("touch $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards", "declared output `model.pt` is empty"),
@@ -262,7 +264,11 @@ fn a_stage_that_exits_0_without_its_declared_outputs_fails_and_is_not_cached() {
     assert_eq!(p.records(), 2);
     assert_eq!(p.apply("wf.yaml", &[]).stage("s")["status"], "cached");
     // What a run must leave is part of the stage: declaring less re-runs it, and says why.
-    p.write("wf.yaml", &wf("echo w > $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards; echo 1 > $FLOW_OUT/shards/0").replace(", shards/", ""));
+    p.write(
+        "wf.yaml",
+        &wf("echo w > $FLOW_OUT/model.pt; mkdir $FLOW_OUT/shards; echo 1 > $FLOW_OUT/shards/0")
+            .replace(", shards/", ""),
+    );
     let plan = p.flow(&["plan", "wf.yaml"]);
     assert!(String::from_utf8_lossy(&plan.stdout).contains("declared outputs changed"), "{plan:?}");
 }
@@ -333,8 +339,14 @@ fn the_lock_file_records_each_stage() {
 #[test]
 fn stage_and_workflow_names_do_not_enter_the_fingerprint() {
     let p = Project::new();
-    p.write("one.yaml", "version: 1\nname: one\nstages:\n  first:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n");
-    p.write("two.yaml", "version: 1\nname: two\nstages:\n  renamed:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n");
+    p.write(
+        "one.yaml",
+        "version: 1\nname: one\nstages:\n  first:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n",
+    );
+    p.write(
+        "two.yaml",
+        "version: 1\nname: two\nstages:\n  renamed:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n",
+    );
     let a = p.apply("one.yaml", &[]);
     let b = p.apply("two.yaml", &[]);
     assert_eq!(b.status("renamed"), "cached");
@@ -361,7 +373,9 @@ fn after_a_failure_with_one_job_no_queued_stage_starts() {
 fn passed_through_environment_is_fingerprinted_but_never_written_in_clear() {
     let p = Project::new();
     p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    env: [API_TOKEN]\n    run: echo $API_TOKEN | wc -c > $FLOW_OUT/len\n");
-    let run = |token: &str| crate::util::parse_applied(p.command(&["apply", "wf.yaml", "--json"]).env("API_TOKEN", token).output().unwrap());
+    let run = |token: &str| {
+        crate::util::parse_applied(p.command(&["apply", "wf.yaml", "--json"]).env("API_TOKEN", token).output().unwrap())
+    };
     let a = run("hunter2");
     assert_eq!(a.code, 0, "{}", a.stderr);
     let lock = p.read("wf.lock");
@@ -374,14 +388,20 @@ fn passed_through_environment_is_fingerprinted_but_never_written_in_clear() {
 #[test]
 fn the_record_keeps_the_stage_device_as_provenance() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\ndefaults: {device: cpu}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n");
+    p.write(
+        "wf.yaml",
+        "version: 1\ndefaults: {device: cpu}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n",
+    );
     let r = p.apply("wf.yaml", &[]);
     let fp = r.stage("s")["fingerprint"].as_str().unwrap().to_owned();
     let record: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/ac/{fp}.json"))).unwrap();
     assert_eq!(record["device"], "cpu");
     assert_eq!(record["stage"], "s");
     // The device is provenance, not part of the key.
-    p.write("wf.yaml", "version: 1\ndefaults: {device: auto}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n");
+    p.write(
+        "wf.yaml",
+        "version: 1\ndefaults: {device: auto}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n",
+    );
     assert_eq!(p.apply("wf.yaml", &[]).status("s"), "cached");
 }
 

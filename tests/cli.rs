@@ -95,7 +95,12 @@ fn ctrl_c_sigterm_and_sighup_stop_the_run_and_commit_nothing() {
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let p = Project::new();
         p.write("wf.yaml", "version: 1\nstages:\n  slow:\n    kind: command\n    run: 'trap \"\" TERM; sleep 30 & touch started; sleep 30; echo done > $FLOW_OUT/x'\n");
-        let child = p.command(&["apply", "wf.yaml", "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let child = p
+            .command(&["apply", "wf.yaml", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !p.path().join("started").exists() {
             assert!(Instant::now() < deadline, "the stage never started");

@@ -63,7 +63,8 @@ fn eight_overlapping_applies(remote: Option<&str>) {
     let mut expected: Vec<String> = (0..6).map(|i| format!("s{i}")).chain((0..N).map(|w| format!("own{w}"))).collect();
     expected.sort();
     assert_eq!(p.runs(), expected, "every fingerprint exactly once across {N} processes");
-    let locks: Vec<serde_json::Value> = (0..N).map(|w| serde_json::from_str(&p.read(&format!("wf{w}.lock"))).unwrap()).collect();
+    let locks: Vec<serde_json::Value> =
+        (0..N).map(|w| serde_json::from_str(&p.read(&format!("wf{w}.lock"))).unwrap()).collect();
     for i in 0..6 {
         let artifact = |w: usize| locks[w]["stages"][format!("w{w}s{i}")]["artifact"].clone();
         assert!(artifact(0).is_string());

@@ -59,7 +59,10 @@ fn apply(p: &Project, args: &[&str], env: &[(&str, &str)]) -> std::process::Comm
 fn artifacts(p: &Project, args: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, String> {
     let r = parse_applied(apply(p, args, env).output().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
-    r.stages.iter().map(|s| (s["stage"].as_str().unwrap().to_owned(), s["artifact"].as_str().unwrap().to_owned())).collect()
+    r.stages
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap().to_owned(), s["artifact"].as_str().unwrap().to_owned()))
+        .collect()
 }
 
 /// How an apply is killed.
@@ -124,7 +127,13 @@ fn assert_verifies(p: &Project, cache: &str, seed: u64) {
 
 /// Kills applies of [`WORKFLOW`] in `p` as `how` at `trials()` moments spread over an
 /// uninterrupted run's duration; `extra` gives each trial's arguments besides its own cache.
-fn crash_trials(p: &Project, name: &str, how: Kill, env: &[(&str, &str)], extra: impl Fn(u64) -> Vec<String>) -> BTreeMap<String, String> {
+fn crash_trials(
+    p: &Project,
+    name: &str,
+    how: Kill,
+    env: &[(&str, &str)],
+    extra: impl Fn(u64) -> Vec<String>,
+) -> BTreeMap<String, String> {
     p.write("wf.yaml", WORKFLOW);
     let started = Instant::now();
     let reference = artifacts(p, &["--cache", "reference"], env);
@@ -178,8 +187,9 @@ fn a_pushing_apply_killed_at_any_moment_leaves_a_remote_others_can_pull_from() {
     let p = Project::new();
     let remote = |trial| format!("file://{}/remote{trial}", p.path().display());
     // The killed apply's lease stays behind: it expires after a second without renewal.
-    let reference =
-        crash_trials(&p, "remote", Kill::Everything, &[("FLOW_LEASE_SECONDS", "1")], |trial| vec!["--push".into(), "--remote".into(), remote(trial)]);
+    let reference = crash_trials(&p, "remote", Kill::Everything, &[("FLOW_LEASE_SECONDS", "1")], |trial| {
+        vec!["--push".into(), "--remote".into(), remote(trial)]
+    });
     // Each remote, completed by the apply after its kill, gives a fresh machine every artifact.
     for trial in 0..trials() {
         let fresh = format!("fresh{trial}");
@@ -212,13 +222,17 @@ fn a_command_stage_dies_with_its_apply_and_the_next_artifact_is_one_whole_run() 
     for seed in 0..3 {
         let delay = Duration::from_secs_f64(ChaCha8Rng::seed_from_u64(seed).random_range(0.3..1.7));
         let k = apply_killed_after(&p, &[], &[], delay, Kill::Apply(Signal::SIGKILL));
-        assert!(k.before_the_end && k.mid_stage, "seed {seed}: the kill after {delay:?} did not land while the stage ran");
+        assert!(
+            k.before_the_end && k.mid_stage,
+            "seed {seed}: the kill after {delay:?} did not land while the stage ran"
+        );
         assert_verifies(&p, "cache", seed);
     }
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = std::fs::read_to_string(p.cache().join("artifacts").join(r.artifact("slow")).join("out.txt")).unwrap();
-    let lines: Vec<(u32, &str)> = text.lines().map(|l| l.split_once(' ').map(|(n, pid)| (n.parse().unwrap(), pid)).unwrap()).collect();
+    let lines: Vec<(u32, &str)> =
+        text.lines().map(|l| l.split_once(' ').map(|(n, pid)| (n.parse().unwrap(), pid)).unwrap()).collect();
     assert_eq!(lines.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>(), "{text}");
     assert!(lines.iter().all(|l| l.1 == lines[0].1), "lines of more than one process:\n{text}");
     // The process the stage left outside its group ended with it.
@@ -256,12 +270,19 @@ fn a_training_stage_dies_with_its_apply_and_resumes_to_the_artifact_of_an_uninte
     for seed in 0..3 {
         let delay = span.mul_f64(ChaCha8Rng::seed_from_u64(seed).random_range(0.1..0.25));
         let k = apply_killed_after(&p, &[], &[], delay, Kill::Apply(Signal::SIGKILL));
-        assert!(k.before_the_end && k.mid_stage, "seed {seed}: the kill after {delay:?} did not land while `pre` trained");
+        assert!(
+            k.before_the_end && k.mid_stage,
+            "seed {seed}: the kill after {delay:?} did not land while `pre` trained"
+        );
         assert_verifies(&p, "cache", seed);
     }
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.artifact("pre"), reference.artifact("pre"), "the artifact after the kills differs from an uninterrupted run's");
+    assert_eq!(
+        r.artifact("pre"),
+        reference.artifact("pre"),
+        "the artifact after the kills differs from an uninterrupted run's"
+    );
     assert_verifies(&p, "cache", 0);
 }
 
@@ -292,7 +313,8 @@ stages:
         std::thread::sleep(Duration::from_millis(10));
     }
     let started = descendants(child.id());
-    let supervisor = started.iter().copied().find(|proc| proc.describe().contains(" supervise ")).expect("the stage's supervisor");
+    let supervisor =
+        started.iter().copied().find(|proc| proc.describe().contains(" supervise ")).expect("the stage's supervisor");
     let shell = started.iter().copied().find(|proc| proc.describe().contains("`sh -c")).expect("the stage's shell");
     // Killed on its own, the supervisor can end nothing; the apply sees its stage fail.
     kill(Pid::from_raw(supervisor.pid), Signal::SIGKILL).unwrap();
@@ -319,7 +341,10 @@ stages:
     let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
     assert_eq!(notice["stage"], "s");
     assert!(
-        notice["message"].as_str().unwrap().starts_with(&format!("ended 2 processes left running by an earlier attempt of this stage (pids {})", pids.join(", "))),
+        notice["message"].as_str().unwrap().starts_with(&format!(
+            "ended 2 processes left running by an earlier attempt of this stage (pids {})",
+            pids.join(", ")
+        )),
         "{notice}"
     );
     assert!(left.iter().all(|p| !p.alive()), "{left:?}");

@@ -68,7 +68,11 @@ fn tiny_lm_runs_at_a_reduced_size() {
     let out = p.flow(&show);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("learning rate") && svg.contains("<polyline"), "{}", &svg[..200.min(svg.len())]);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("learning rate") && svg.contains("<polyline"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
 }
 
 /// The multi-stage example at a reduced size: every stage runs, fine-tuning teaches each model

@@ -34,16 +34,24 @@ fn cuda_agrees_with_the_cpu_on_the_forward_pass_and_a_training_step() {
     let (cpu, gpu) = (on(&p, "cpu"), on(&p, "cuda:0"));
     assert_eq!(cpu.artifact("model"), gpu.artifact("model"));
     let val = |r: &Applied, d: &str| {
-        let m: serde_json::Value = serde_json::from_str(&p.read(&format!("{d}/artifacts/{}/metrics.json", r.artifact("score")))).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&p.read(&format!("{d}/artifacts/{}/metrics.json", r.artifact("score")))).unwrap();
         m["val_loss"].as_f64().unwrap()
     };
     let (a, b) = (val(&cpu, "cpu"), val(&gpu, "cuda:0"));
     assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "val loss {a} on the CPU, {b} on CUDA");
     let weights = |r: &Applied, d: &str| {
-        candle_core::safetensors::load(p.path().join(format!("{d}/artifacts/{}/model.safetensors", r.artifact("step"))), &candle_core::Device::Cpu).unwrap()
+        candle_core::safetensors::load(
+            p.path().join(format!("{d}/artifacts/{}/model.safetensors", r.artifact("step"))),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
     };
     let norm = |r: &Applied, d: &str| {
-        let row: serde_json::Value = serde_json::from_str(p.read(&format!("{d}/artifacts/{}/metrics.jsonl", r.artifact("step"))).lines().next().unwrap()).unwrap();
+        let row: serde_json::Value = serde_json::from_str(
+            p.read(&format!("{d}/artifacts/{}/metrics.jsonl", r.artifact("step"))).lines().next().unwrap(),
+        )
+        .unwrap();
         row["grad_norm"].as_f64().unwrap()
     };
     let (na, nb) = (norm(&cpu, "cpu"), norm(&gpu, "cuda:0"));

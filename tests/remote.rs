@@ -28,7 +28,9 @@ struct Shared {
 
 impl Shared {
     fn new(test: &str) -> Self {
-        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"));
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"))
+        };
         let (endpoint, bucket) = (var("FLOW_TEST_S3_ENDPOINT"), var("FLOW_TEST_S3_BUCKET"));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let prefix = format!("{test}-{}-{nanos}", std::process::id());
@@ -133,8 +135,10 @@ fn a_second_team_downloads_every_shared_stage_instead_of_running_it() {
 
     // The plan already knows what the remote holds.
     let plan = s.command(&b, &["plan", "team-b.yaml", "--json"]).output().unwrap();
-    let plan: Vec<Value> = String::from_utf8_lossy(&plan.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let states: Vec<(&str, &str)> = plan.iter().map(|p| (p["stage"].as_str().unwrap(), p["status"].as_str().unwrap())).collect();
+    let plan: Vec<Value> =
+        String::from_utf8_lossy(&plan.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let states: Vec<(&str, &str)> =
+        plan.iter().map(|p| (p["stage"].as_str().unwrap(), p["status"].as_str().unwrap())).collect();
     assert_eq!(states, [("corpus", "will_download"), ("pretrain", "will_download"), ("eval-b", "will_run")]);
     let rb = s.apply(&b, "team-b.yaml", &[]);
     assert_eq!(rb.code, 0, "{}", rb.stderr);
@@ -221,8 +225,11 @@ fn a_lease_left_by_a_killed_process_expires_and_is_taken_over() {
     let r = parse_applied(out);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.status("slow"), "ran");
-    let waiting: Vec<Value> =
-        stdout.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|e| e["type"] == "stage_waiting").collect();
+    let waiting: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "stage_waiting")
+        .collect();
     assert_eq!(waiting.len(), 1, "{stdout}");
     assert!(waiting[0]["holder"].as_str().unwrap().contains("stage `slow`"), "{stdout}");
     assert!(stdout.contains("took over the lease"), "{stdout}");
@@ -276,7 +283,8 @@ fn a_hostile_remote_manifest_is_rejected_with_its_key() {
     );
     let manifest_digest = Digest::of(manifest.as_bytes());
     s.put(&blob_key(&manifest_digest), manifest.into_bytes());
-    let mut record: Value = serde_json::from_slice(&std::fs::read(a.cache().join(format!("ac/{fp}.json"))).unwrap()).unwrap();
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(a.cache().join(format!("ac/{fp}.json"))).unwrap()).unwrap();
     record["artifact"] = manifest_digest.hex().into();
     s.put(&format!("ac/{fp}.json"), serde_json::to_vec(&record).unwrap());
 
@@ -291,7 +299,10 @@ fn a_hostile_remote_manifest_is_rejected_with_its_key() {
     assert!(notice.contains(&format!("{}/cas/{}/{}", s.url, manifest_digest.shard(), manifest_digest)), "{notice}");
     assert!(notice.contains("unsafe"), "{notice}");
     assert!(!b.path().join("escaped.txt").exists() && !b.path().parent().unwrap().join("escaped.txt").exists());
-    assert!(!b.cache().join("cas").join(evil.shard()).join(evil.hex()).exists(), "no blob of a rejected manifest was fetched");
+    assert!(
+        !b.cache().join("cas").join(evil.shard()).join(evil.hex()).exists(),
+        "no blob of a rejected manifest was fetched"
+    );
 }
 
 #[test]
@@ -408,7 +419,11 @@ fn with_everything_local_an_apply_never_contacts_the_remote() {
     p.write("wf.yaml", "version: 1\nstore:\n  remote: s3://nowhere/prefix\nstages:\n  s:\n    kind: command\n    run: 'echo s >> runs.log; echo x > $FLOW_OUT/v'\n");
     // A remote that cannot be reached: a closed port.
     let unreachable = |cmd: &mut Command| {
-        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").env("AWS_ALLOW_HTTP", "true").env("AWS_ACCESS_KEY_ID", "x").env("AWS_SECRET_ACCESS_KEY", "x").env("AWS_REGION", "us-east-1");
+        cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "x")
+            .env("AWS_SECRET_ACCESS_KEY", "x")
+            .env("AWS_REGION", "us-east-1");
     };
     let first = parse_applied(p.command(&["apply", "wf.yaml", "--json", "--offline"]).output().unwrap());
     assert_eq!(first.status("s"), "ran", "{}", first.stderr);
@@ -429,6 +444,10 @@ fn push_without_a_remote_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pushing needs a remote"));
     let out = p.command(&["apply", "wf.yaml", "--remote", "gs://b/p"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`gs://` is not supported by this build"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`gs://` is not supported by this build"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(p.records(), 0, "nothing ran");
 }

@@ -11,13 +11,20 @@ use serde_json::Value;
 use crate::util::{Applied, Project, parse_applied};
 
 fn cluster() {
-    assert!(std::env::var_os("FLOW_TEST_SLURM").is_some(), "run the Slurm tests through scripts/test.sh, which starts the cluster");
+    assert!(
+        std::env::var_os("FLOW_TEST_SLURM").is_some(),
+        "run the Slurm tests through scripts/test.sh, which starts the cluster"
+    );
 }
 
 /// `scontrol show job -o JOB` as a map of its fields.
 fn job(id: &str) -> std::collections::BTreeMap<String, String> {
     let out = Command::new("scontrol").args(["show", "job", "-o", id]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|f| f.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 /// The id of the queued or running job named `flow:<stage>`, once there is one.
@@ -106,14 +113,19 @@ fn a_workflow_through_slurm_gives_the_local_artifacts_and_cached_stages_submit_n
     let jobs = submitted(&evs);
     assert_eq!(jobs.len(), 7, "one job per stage: {jobs:?}");
     for (stage, id) in &jobs {
-        assert_eq!(r.stage(stage)["fingerprint"], reference.stage(stage)["fingerprint"], "the executor is not part of the fingerprint");
+        assert_eq!(
+            r.stage(stage)["fingerprint"],
+            reference.stage(stage)["fingerprint"],
+            "the executor is not part of the fingerprint"
+        );
         assert_eq!(r.artifact(stage), reference.artifact(stage), "stage {stage}");
         let j = job(id);
         assert_eq!((j["JobState"].as_str(), j["JobName"].as_str()), ("COMPLETED", format!("flow:{stage}").as_str()));
     }
     // Both two-second stages were in Slurm's hands before either finished, with `--jobs 1`.
     let at = |pred: &dyn Fn(&Value) -> bool| evs.iter().position(pred).unwrap();
-    let second = at(&|e| e["type"] == "stage_submitted" && e["stage"] == "sl_upper").max(at(&|e| e["type"] == "stage_submitted" && e["stage"] == "sl_words"));
+    let second = at(&|e| e["type"] == "stage_submitted" && e["stage"] == "sl_upper")
+        .max(at(&|e| e["type"] == "stage_submitted" && e["stage"] == "sl_words"));
     let first_done = at(&|e| e["type"] == "stage" && (e["stage"] == "sl_upper" || e["stage"] == "sl_words"));
     assert!(second < first_done, "independent stages are submitted together");
     let progress = evs.iter().filter(|e| e["type"] == "stage_progress" && e["stage"] == "sl_pre").count();
@@ -149,7 +161,12 @@ stages:
     run: 'sleep 700; echo late > $FLOW_OUT/x'
 "#,
     );
-    let child = p.command(&["apply", "wf.yaml", "--json", "--keep-going"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = p
+        .command(&["apply", "wf.yaml", "--json", "--keep-going"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let victim = job_named("sl_cancelled");
     wait_for("the job to run", Duration::from_secs(60), || job(&victim)["JobState"] == "RUNNING");
     assert!(Command::new("scancel").arg(&victim).status().unwrap().success());
@@ -176,7 +193,8 @@ fn ctrl_c_cancels_the_submitted_jobs() {
         "wf.yaml",
         "version: 1\ndefaults: {executor: slurm}\nstages:\n  sl_waits:\n    kind: command\n    run: 'touch started; sleep 600; echo x > $FLOW_OUT/x'\n",
     );
-    let child = p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the job to start", Duration::from_secs(60), || p.path().join("started").exists());
     let id = job_named("sl_waits");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
@@ -205,7 +223,8 @@ stages:
     run: 'echo attempt >> $FLOW_RESUME/attempts; if [ ! -e second ]; then touch started; sleep 600; fi; cp $FLOW_RESUME/attempts $FLOW_OUT/'
 "#,
     );
-    let mut first = p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first =
+        p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the first job to start", Duration::from_secs(60), || p.path().join("started").exists());
     let orphan = job_named("sl_orphan");
     first.kill().unwrap();
@@ -216,7 +235,8 @@ stages:
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(job(&orphan)["JobState"], "CANCELLED");
     assert!(
-        evs.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().starts_with(&format!("cancelled Slurm job {orphan},"))),
+        evs.iter().any(|e| e["type"] == "notice"
+            && e["message"].as_str().unwrap().starts_with(&format!("cancelled Slurm job {orphan},"))),
         "{evs:?}"
     );
     assert_ne!(submitted(&evs)["sl_orphan"], orphan);
@@ -254,21 +274,36 @@ stages:
     let p = Project::new();
     p.write("wf.yaml", &wf("slurm"));
     assert_eq!(p.apply("wf.yaml", &["--target", "sq_model"]).code, 0);
-    let child = p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let checkpoint = || {
-        std::fs::read_dir(p.cache().join("scratch")).into_iter().flatten().flatten().any(|d| d.path().join("resume/checkpoint/state.json").exists())
+        std::fs::read_dir(p.cache().join("scratch"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|d| d.path().join("resume/checkpoint/state.json").exists())
     };
     wait_for("a checkpoint", Duration::from_secs(120), checkpoint);
     let id = job_named("sq_pre");
     assert!(Command::new("scontrol").args(["requeue", &id]).status().unwrap().success());
     // Slurm holds a requeued job back for about two minutes; let it start again now.
-    wait_for("the job to be requeued", Duration::from_secs(60), || job(&id)["Restarts"] == "1" && job(&id)["JobState"] == "PENDING");
-    assert!(Command::new("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).status().unwrap().success());
+    wait_for("the job to be requeued", Duration::from_secs(60), || {
+        job(&id)["Restarts"] == "1" && job(&id)["JobState"] == "PENDING"
+    });
+    assert!(
+        Command::new("scontrol").args(["update", &format!("JobId={id}"), "StartTime=now"]).status().unwrap().success()
+    );
     let (r, evs) = applied(child.wait_with_output().unwrap());
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.artifact("sq_pre"), reference.artifact("sq_pre"), "the resumed artifact differs from an uninterrupted run");
+    assert_eq!(
+        r.artifact("sq_pre"),
+        reference.artifact("sq_pre"),
+        "the resumed artifact differs from an uninterrupted run"
+    );
     assert!(
-        evs.iter().any(|e| e["type"] == "notice" && e["message"].as_str().unwrap().contains(&format!("Slurm requeued job {id}"))),
+        evs.iter()
+            .any(|e| e["type"] == "notice"
+                && e["message"].as_str().unwrap().contains(&format!("Slurm requeued job {id}"))),
         "the requeue is reported"
     );
     // In the job's log, after Slurm's requeue line, the second attempt's first step follows a
@@ -291,7 +326,9 @@ stages:
 #[ignore = "needs the Slurm cluster scripts/test.sh starts"]
 fn the_cluster_example_runs_as_written_and_matches_the_local_executor() {
     cluster();
-    let example = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/cluster.yaml")).unwrap();
+    let example =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/cluster.yaml"))
+            .unwrap();
     let p = Project::new();
     p.write("workflows/cluster.yaml", &example);
     let (r, evs) = applied(p.flow(&["apply", "workflows/cluster.yaml", "--json"]));
@@ -299,9 +336,15 @@ fn the_cluster_example_runs_as_written_and_matches_the_local_executor() {
     assert_eq!(submitted(&evs).len(), 6);
     let shards = p.cache().join("artifacts").join(r.artifact("shards"));
     for task in 0..2 {
-        assert_eq!(std::fs::read_to_string(shards.join(format!("task-{task}.txt"))).unwrap(), format!("task {task} of 2\n"));
+        assert_eq!(
+            std::fs::read_to_string(shards.join(format!("task-{task}.txt"))).unwrap(),
+            format!("task {task} of 2\n")
+        );
     }
-    let local = p.apply("workflows/cluster.yaml", &["--set", "defaults.executor=local", "--cache", "local", "--target", "score"]);
+    let local = p.apply(
+        "workflows/cluster.yaml",
+        &["--set", "defaults.executor=local", "--cache", "local", "--target", "score"],
+    );
     assert_eq!(local.code, 0, "{}", local.stderr);
     for stage in ["text", "data", "model", "train", "score"] {
         assert_eq!(local.artifact(stage), r.artifact(stage), "stage {stage}");

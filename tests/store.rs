@@ -35,7 +35,14 @@ fn verify_detects_a_flipped_byte_and_repair_makes_the_stage_rerun() {
     let out = p.flow(&["verify"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains(&format!("blob `cas/{}/{}` is corrupt", &Digest::of(b"payload\n").hex()[..2], Digest::of(b"payload\n"))), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "blob `cas/{}/{}` is corrupt",
+            &Digest::of(b"payload\n").hex()[..2],
+            Digest::of(b"payload\n")
+        )),
+        "{stderr}"
+    );
 
     let out = p.flow(&["verify", "--repair"]);
     assert_eq!(out.status.code(), Some(0));
@@ -133,9 +140,30 @@ fn hostile_records_in_the_store_are_rejected() {
     let cases: [(&str, Forge, &str); 5] = [
         ("garbage", |_| b"not json".to_vec(), "expected ident"),
         ("truncated", |r| serde_json::to_vec(&r).unwrap()[..40].to_vec(), "EOF while parsing"),
-        ("another fingerprint", |mut r| { r["fingerprint"] = "0".repeat(64).into(); serde_json::to_vec(&r).unwrap() }, "record claims fingerprint 0000"),
-        ("an unknown field", |mut r| { r["trusted"] = true.into(); serde_json::to_vec(&r).unwrap() }, "unknown field `trusted`"),
-        ("a negative duration", |mut r| { r["seconds"] = (-1.0).into(); serde_json::to_vec(&r).unwrap() }, "invalid duration"),
+        (
+            "another fingerprint",
+            |mut r| {
+                r["fingerprint"] = "0".repeat(64).into();
+                serde_json::to_vec(&r).unwrap()
+            },
+            "record claims fingerprint 0000",
+        ),
+        (
+            "an unknown field",
+            |mut r| {
+                r["trusted"] = true.into();
+                serde_json::to_vec(&r).unwrap()
+            },
+            "unknown field `trusted`",
+        ),
+        (
+            "a negative duration",
+            |mut r| {
+                r["seconds"] = (-1.0).into();
+                serde_json::to_vec(&r).unwrap()
+            },
+            "invalid duration",
+        ),
     ];
     for (name, forge, why) in cases {
         let p = Project::new();
@@ -149,7 +177,10 @@ fn hostile_records_in_the_store_are_rejected() {
         let r = p.apply("wf.yaml", &[]);
         assert_eq!(r.code, 3, "{name}: {}", r.stderr);
         let reason = r.stage("s")["reason"].as_str().unwrap();
-        assert!(reason.contains(&format!("run record `ac/{fp}.json` is invalid")) && reason.contains(why), "{name}: {reason}");
+        assert!(
+            reason.contains(&format!("run record `ac/{fp}.json` is invalid")) && reason.contains(why),
+            "{name}: {reason}"
+        );
         assert_eq!(p.flow(&["verify"]).status.code(), Some(3), "{name}");
         assert_eq!(p.flow(&["verify", "--repair"]).status.code(), Some(0), "{name}");
         assert_eq!(p.apply("wf.yaml", &[]).status("s"), "ran", "{name}");
@@ -210,7 +241,14 @@ fn an_unreadable_input_is_reported_with_its_path_and_nothing_runs() {
     } else {
         Command::new(crate::util::flow_bin())
     };
-    let out = cmd.args(["apply", "wf.yaml"]).current_dir(p.path()).env("CI", "1").env_remove("FLOW_CACHE").env("NO_COLOR", "1").output().unwrap();
+    let out = cmd
+        .args(["apply", "wf.yaml"])
+        .current_dir(p.path())
+        .env("CI", "1")
+        .env_remove("FLOW_CACHE")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot hash the inputs of stage `s`"), "{stderr}");
@@ -244,7 +282,8 @@ fn a_full_disk_fails_the_stage_clearly_and_leaves_the_store_consistent() {
     let p = Project::new();
     let fs = p.path().join("fs");
     std::fs::create_dir(&fs).unwrap();
-    let mount = |options: &str| Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&fs).status().unwrap();
+    let mount =
+        |options: &str| Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&fs).status().unwrap();
     assert!(mount("size=1m").success(), "mounting a tmpfs failed");
     let _mounted = Mount(fs.clone());
     let mut outcomes = std::collections::BTreeMap::new();
@@ -259,7 +298,10 @@ fn a_full_disk_fails_the_stage_clearly_and_leaves_the_store_consistent() {
             1 => assert_eq!(r.stage("s")["reason"], "exited with code 1", "{kib} KiB"),
             3 => {
                 let reason = r.stage("s")["reason"].as_str().unwrap().to_owned();
-                assert!(reason.contains("No space left on device") && reason.matches("os error 28").count() == 1, "{kib} KiB: {reason}");
+                assert!(
+                    reason.contains("No space left on device") && reason.matches("os error 28").count() == 1,
+                    "{kib} KiB: {reason}"
+                );
             }
             other => panic!("{kib} KiB: exit {other}: {}", r.stderr),
         }

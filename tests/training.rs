@@ -55,7 +55,8 @@ fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
     assert_eq!(ann[0]["lr"], pre[29]["lr"], "the anneal starts at the LR pretraining ended with");
     assert_eq!(ann[9]["lr"].as_f64().unwrap(), 0.0);
 
-    let eval: serde_json::Value = serde_json::from_str(&a.read(&format!("cache/artifacts/{}/metrics.json", r.artifact("ev")))).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&a.read(&format!("cache/artifacts/{}/metrics.json", r.artifact("ev")))).unwrap();
     let loss = eval["val_loss"].as_f64().unwrap();
     assert!(loss.is_finite() && loss < (400f64).ln(), "{eval}");
     assert!((eval["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9);
@@ -85,7 +86,12 @@ fn an_interrupted_pretrain_resumes_to_the_same_artifact() {
     let p = Project::new();
     p.write("wf.yaml", &pipeline(steps));
     assert_eq!(p.apply("wf.yaml", &["--target", "model"]).code, 0);
-    let child = p.command(&["apply", "wf.yaml", "--target", "pre", "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = p
+        .command(&["apply", "wf.yaml", "--target", "pre", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let checkpoint = || {
         std::fs::read_dir(p.cache().join("scratch"))
@@ -113,7 +119,11 @@ fn an_interrupted_pretrain_resumes_to_the_same_artifact() {
     assert!(first_step > 1, "the second run must resume, not start over (first step {first_step})");
     let resumed = crate::util::parse_applied(out);
     assert_eq!(resumed.status("pre"), "ran");
-    assert_eq!(resumed.artifact("pre"), reference.artifact("pre"), "resumed artifact differs from an uninterrupted run");
+    assert_eq!(
+        resumed.artifact("pre"),
+        reference.artifact("pre"),
+        "resumed artifact differs from an uninterrupted run"
+    );
 }
 
 #[test]
@@ -123,11 +133,15 @@ fn the_data_split_is_disjoint_and_shards_hold_every_document() {
     let r = p.apply("wf.yaml", &["--target", "data"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = p.cache().join("artifacts").join(r.artifact("data"));
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let tokenizer = flow::ml::tokenizer::Tokenizer::load(&dir.join("tokenizer.json")).unwrap();
     let read = |name: &str| -> Vec<String> {
         let ids = flow::ml::shards::read(&dir.join(name), flow::ml::shards::Dtype::U16).unwrap();
-        ids.split(|&t| t == flow::ml::tokenizer::EOT).filter(|d| !d.is_empty()).map(|d| tokenizer.decode(d).unwrap()).collect()
+        ids.split(|&t| t == flow::ml::tokenizer::EOT)
+            .filter(|d| !d.is_empty())
+            .map(|d| tokenizer.decode(d).unwrap())
+            .collect()
     };
     let (train, val) = (read("train.bin"), read("val.bin"));
     assert_eq!(train.len() as u64, index["train"]["documents"].as_u64().unwrap());
@@ -154,7 +168,8 @@ fn a_data_stage_can_take_a_given_tokenizer_json() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = p.cache().join("artifacts").join(r.artifact("d"));
     assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), given, "the given tokenizer is used as is");
-    let index: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     assert_eq!(index["train"]["documents"], 2);
 }
 
@@ -193,7 +208,9 @@ fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     let r = p.apply("wf.yaml", &["--keep-going"]);
     assert_eq!(r.status("same"), "ran", "{}", r.stderr);
     assert_eq!(r.status("ties"), "ran", "{}", r.stderr);
-    let weights = |stage: &str| std::fs::read(p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors")).unwrap();
+    let weights = |stage: &str| {
+        std::fs::read(p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors")).unwrap()
+    };
     assert_eq!(weights("same"), weights("pre"), "a linear merge of one model with itself is that model, bit for bit");
     assert_ne!(weights("ties"), weights("pre"));
     assert_eq!(r.status("bad"), "failed");
@@ -201,7 +218,11 @@ fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     assert!(tail.contains("model.embed_tokens.weight") && tail.contains("shape"), "{tail}");
     // A filtered λ: attention stays the base's (λ = 0), everything else becomes `pre` (λ = 1).
     let tensors = |stage: &str| {
-        candle_core::safetensors::load(p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors"), &candle_core::Device::Cpu).unwrap()
+        candle_core::safetensors::load(
+            p.cache().join("artifacts").join(r.artifact(stage)).join("model.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
     };
     let (merged, base, pre) = (tensors("filtered"), tensors("model"), tensors("pre"));
     assert_eq!(merged.len(), pre.len());
@@ -251,13 +272,18 @@ fn a_grown_model_keeps_its_loss_under_zero_growth_and_trains_after_stacking() {
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let loss = |stage: &str| -> f64 {
-        let m: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/metrics.json", r.artifact(stage)))).unwrap();
+        let m: serde_json::Value =
+            serde_json::from_str(&p.read(&format!("cache/artifacts/{}/metrics.json", r.artifact(stage)))).unwrap();
         m["val_loss"].as_f64().unwrap()
     };
     let (before, after) = (loss("ev-pre"), loss("ev-deeper"));
     assert!((before - after).abs() < 1e-4 * before, "function-preserving growth changed the loss: {before} → {after}");
-    let config: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/config.json", r.artifact("deeper")))).unwrap();
-    assert_eq!((config["num_hidden_layers"].as_u64(), config["hidden_size"].as_u64(), config["num_attention_heads"].as_u64()), (Some(3), Some(64), Some(8)));
+    let config: serde_json::Value =
+        serde_json::from_str(&p.read(&format!("cache/artifacts/{}/config.json", r.artifact("deeper")))).unwrap();
+    assert_eq!(
+        (config["num_hidden_layers"].as_u64(), config["hidden_size"].as_u64(), config["num_attention_heads"].as_u64()),
+        (Some(3), Some(64), Some(8))
+    );
     let more = metrics(&p, &r, "more");
     assert!(more[19]["loss"].as_f64().unwrap() < more[0]["loss"].as_f64().unwrap(), "the stacked model must train");
     let bad = p.apply("wf.yaml", &["--set", "stacked.with.layers=5"]);
@@ -279,7 +305,10 @@ fn sft_reports_what_its_data_held_and_refuses_bad_records_by_line() {
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     p.write("chats.jsonl", &text);
-    p.write("broken.jsonl", "{\"prompt\": \"x\", \"response\": \"y\"}\n{\"prompt\": \"x <|im_end|>\", \"response\": \"y\"}\n");
+    p.write(
+        "broken.jsonl",
+        "{\"prompt\": \"x\", \"response\": \"y\"}\n{\"prompt\": \"x <|im_end|>\", \"response\": \"y\"}\n",
+    );
     p.write("notes.txt", "not a conversation\n");
     let mut yaml = pipeline(10);
     yaml.push_str(
@@ -303,7 +332,8 @@ fn sft_reports_what_its_data_held_and_refuses_bad_records_by_line() {
     p.write("wf.yaml", &yaml);
     let r = p.apply("wf.yaml", &["--keep-going"]);
     assert_eq!(r.status("tuned"), "ran", "{}", r.stderr);
-    let report: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("tuned")))).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("tuned")))).unwrap();
     assert_eq!(report["conversations"], 4);
     assert_eq!(report["train_conversations"], 2);
     assert_eq!(report["truncated"], 1);
@@ -400,5 +430,9 @@ fn bf16_training_keeps_f32_weights_and_tracks_the_f32_loss() {
     }
     let bad = p.flow(&["plan", "wf.yaml", "--set", "pre.with.precision=fp8"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("stage `pre`, parameter `precision`: unknown variant `fp8`"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("stage `pre`, parameter `precision`: unknown variant `fp8`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

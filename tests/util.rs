@@ -31,8 +31,12 @@ impl Applied {
 
     /// Stage names with `status`, sorted.
     pub fn with_status(&self, status: &str) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.stages.iter().filter(|s| s["status"] == status).map(|s| s["stage"].as_str().unwrap().to_owned()).collect();
+        let mut v: Vec<String> = self
+            .stages
+            .iter()
+            .filter(|s| s["status"] == status)
+            .map(|s| s["stage"].as_str().unwrap().to_owned())
+            .collect();
         v.sort();
         v
     }
@@ -132,7 +136,9 @@ pub struct Proc {
 impl Proc {
     /// Whether it still runs (a zombie has ended).
     pub fn alive(self) -> bool {
-        procfs::process::Process::new(self.pid).and_then(|p| p.stat()).is_ok_and(|s| s.starttime == self.start && running(&s))
+        procfs::process::Process::new(self.pid)
+            .and_then(|p| p.stat())
+            .is_ok_and(|s| s.starttime == self.start && running(&s))
     }
 
     /// What it runs, for messages.
@@ -179,7 +185,8 @@ pub fn stage_processes(dir: &Path) -> Vec<Proc> {
         .map(|(p, _)| p)
         .filter(|p| {
             let env = procfs::process::Process::new(p.pid).and_then(|p| p.environ()).unwrap_or_default();
-            env.get(std::ffi::OsStr::new("FLOW_RESUME")).is_some_and(|v| dirs.iter().any(|d| Path::new(v).starts_with(d)))
+            env.get(std::ffi::OsStr::new("FLOW_RESUME"))
+                .is_some_and(|v| dirs.iter().any(|d| Path::new(v).starts_with(d)))
         })
         .collect()
 }

@@ -263,8 +263,9 @@ impl From<StoreError> for Failure {
         if matches!(e, StoreError::BadRemote { .. }) {
             return Failure::new(exit::INVALID, e);
         }
-        let hint = matches!(e, StoreError::Corrupt { .. } | StoreError::BadManifest { .. } | StoreError::BadRecord { .. })
-            .then_some("run `flow verify --repair` to drop corrupt objects; the next apply re-runs what they held");
+        let hint =
+            matches!(e, StoreError::Corrupt { .. } | StoreError::BadManifest { .. } | StoreError::BadRecord { .. })
+                .then_some("run `flow verify --repair` to drop corrupt objects; the next apply re-runs what they held");
         Failure { code: exit::STORE, error: Box::new(e), hint: hint.map(Into::into) }
     }
 }
@@ -311,7 +312,8 @@ pub fn main() -> ExitCode {
 /// `flow supervise -- PROGRAM ARGS…`: runs a stage's process for `flow apply` and ends as it
 /// ended.
 fn supervise_cmd(command: &[std::ffi::OsString]) -> Result<u8, Failure> {
-    let ended = crate::exec::supervisor::supervise(&command[0], &command[1..]).map_err(|e| Failure::new(exit::SUPERVISOR, e))?;
+    let ended = crate::exec::supervisor::supervise(&command[0], &command[1..])
+        .map_err(|e| Failure::new(exit::SUPERVISOR, e))?;
     ended.exit()
 }
 
@@ -343,14 +345,22 @@ async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
             print_stdout(&text);
             Ok(exit::OK)
         }
-        Command::Show { file, stage, json, plot, sets } => show_cmd(cache, &file, &stage, &sets, json, plot.as_deref()).await,
+        Command::Show { file, stage, json, plot, sets } => {
+            show_cmd(cache, &file, &stage, &sets, json, plot.as_deref()).await
+        }
         Command::RunStage { task } => run_stage(&task),
         Command::Supervise { .. } => unreachable!("`main` runs the supervisor without a runtime"),
         Command::Checkout { file, stage, to, sets } => checkout_cmd(cache, &file, &stage, &sets, &to).await,
-        Command::Gc { workflows, keep_days, dry_run, remote: false } => gc_cmd(cache, &workflows, keep_days, dry_run).await,
-        Command::Gc { workflows, keep_days, dry_run, remote: true } => remote_gc_cmd(&workflows, keep_days, dry_run).await,
+        Command::Gc { workflows, keep_days, dry_run, remote: false } => {
+            gc_cmd(cache, &workflows, keep_days, dry_run).await
+        }
+        Command::Gc { workflows, keep_days, dry_run, remote: true } => {
+            remote_gc_cmd(&workflows, keep_days, dry_run).await
+        }
         Command::Push { file, remote, json } => share_cmd(cache, &file, &remote, json, Share::Push).await,
-        Command::Pull { file, stages, remote, json } => share_cmd(cache, &file, &remote, json, Share::Pull(stages)).await,
+        Command::Pull { file, stages, remote, json } => {
+            share_cmd(cache, &file, &remote, json, Share::Pull(stages)).await
+        }
         Command::Verify { workflow, repair } => verify_cmd(cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => {
             let mut out = String::new();
@@ -387,7 +397,9 @@ fn cache_root(flag: Option<PathBuf>, workflow: Option<&Workflow>, near: &Path) -
 }
 
 fn open_store(root: &Path) -> Result<Store, Failure> {
-    Store::open(root).map_err(|e| Failure::from(e).hint(format!("the store is at `{}`; set --cache or FLOW_CACHE to use another", root.display())))
+    Store::open(root).map_err(|e| {
+        Failure::from(e).hint(format!("the store is at `{}`; set --cache or FLOW_CACHE to use another", root.display()))
+    })
 }
 
 fn overrides(sets: &[String]) -> Vec<Override> {
@@ -404,7 +416,10 @@ fn load(cache: Option<PathBuf>, sel: &Selection) -> Result<Loaded, Failure> {
     let registry = Registry::builtin();
     for (flag, names) in [("--force", &sel.force), ("--target", &sel.targets)] {
         if let Some(s) = names.iter().find(|s| workflow.stage(s).is_none()) {
-            return Err(Failure::new(exit::INVALID, format!("`{flag} {s}` names no stage of `{}`", sel.file.display())));
+            return Err(Failure::new(
+                exit::INVALID,
+                format!("`{flag} {s}` names no stage of `{}`", sel.file.display()),
+            ));
         }
     }
     let root = cache_root(cache, Some(&workflow), &workflow.dir);
@@ -481,7 +496,13 @@ enum Share {
     Pull(Vec<String>),
 }
 
-async fn share_cmd(cache: Option<PathBuf>, file: &Path, args: &RemoteArgs, json: bool, what: Share) -> Result<u8, Failure> {
+async fn share_cmd(
+    cache: Option<PathBuf>,
+    file: &Path,
+    args: &RemoteArgs,
+    json: bool,
+    what: Share,
+) -> Result<u8, Failure> {
     let workflow = spec::load(file, &[])?;
     let remote = open_remote(args, &workflow)?.ok_or_else(|| {
         Failure::new(exit::INVALID, format!("`{}` names no remote", file.display()))
@@ -546,8 +567,19 @@ async fn plan_cmd(cache: Option<PathBuf>, args: PlanArgs) -> Result<u8, Failure>
 }
 
 /// The current artifact of `stage`, or a failure saying why there is none.
-async fn current(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String]) -> Result<(Loaded, crate::store::Record), Failure> {
-    let sel = Selection { file: file.to_owned(), targets: vec![stage.to_owned()], force: vec![], sets: sets.to_vec(), json: false };
+async fn current(
+    cache: Option<PathBuf>,
+    file: &Path,
+    stage: &str,
+    sets: &[String],
+) -> Result<(Loaded, crate::store::Record), Failure> {
+    let sel = Selection {
+        file: file.to_owned(),
+        targets: vec![stage.to_owned()],
+        force: vec![],
+        sets: sets.to_vec(),
+        json: false,
+    };
     let workflow = spec::load(file, &overrides(sets))?;
     if workflow.stage(stage).is_none() {
         return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
@@ -560,17 +592,29 @@ async fn current(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[Strin
             let record = loaded.store.record(&fingerprint).await?.expect("planned as cached");
             Ok((loaded, record))
         }
-        State::WillDownload { .. } => Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` is only on the remote"))
-            .hint(format!("run `flow pull {} {stage}`", file.display()))),
+        State::WillDownload { .. } => {
+            Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` is only on the remote"))
+                .hint(format!("run `flow pull {} {stage}`", file.display())))
+        }
         State::WillRun { reasons, .. } => {
             let why: Vec<String> = reasons.iter().map(|r| r.to_string()).collect();
-            Err(Failure::new(exit::STAGE_FAILED, format!("stage `{stage}` has no artifact for its current inputs ({})", why.join("; ")))
-                .hint(format!("run `flow apply {} --target {stage}`", file.display())))
+            Err(Failure::new(
+                exit::STAGE_FAILED,
+                format!("stage `{stage}` has no artifact for its current inputs ({})", why.join("; ")),
+            )
+            .hint(format!("run `flow apply {} --target {stage}`", file.display())))
         }
     }
 }
 
-async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String], json: bool, plot_to: Option<&Path>) -> Result<u8, Failure> {
+async fn show_cmd(
+    cache: Option<PathBuf>,
+    file: &Path,
+    stage: &str,
+    sets: &[String],
+    json: bool,
+    plot_to: Option<&Path>,
+) -> Result<u8, Failure> {
     let (loaded, record) = current(cache, file, stage, sets).await?;
     let store = &loaded.store;
     let manifest = store.manifest(&record.artifact).await?;
@@ -598,23 +642,40 @@ async fn show_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[Stri
     row(&mut out, "fingerprint", record.fingerprint.to_string());
     row(&mut out, "artifact", record.artifact.to_string());
     row(&mut out, "path", path.display().to_string());
-    row(&mut out, "created", format!("{} on {} ({:.3}s, device {}, flow {})", record.created, record.host, record.seconds, record.device, record.flow_version));
+    row(
+        &mut out,
+        "created",
+        format!(
+            "{} on {} ({:.3}s, device {}, flow {})",
+            record.created, record.host, record.seconds, record.device, record.flow_version
+        ),
+    );
     row(&mut out, "produced by", format!("stage `{}` of workflow `{}`", record.stage, record.workflow));
     row(&mut out, "log", if log.exists() { log.display().to_string() } else { "(none on this machine)".into() });
     row(&mut out, "files", format!("{} ({})", manifest.entries.len(), human_bytes(manifest.total_size())));
     for entry in &manifest.entries {
         match entry {
-            crate::store::Entry::File { path, size, executable, .. } => {
-                out.push_str(&format!("  {:>10}  {path}{}\n", human_bytes(*size), if *executable { " (executable)" } else { "" }))
+            crate::store::Entry::File { path, size, executable, .. } => out.push_str(&format!(
+                "  {:>10}  {path}{}\n",
+                human_bytes(*size),
+                if *executable { " (executable)" } else { "" }
+            )),
+            crate::store::Entry::Link { path, target } => {
+                out.push_str(&format!("  {:>10}  {path} -> {target}\n", "link"))
             }
-            crate::store::Entry::Link { path, target } => out.push_str(&format!("  {:>10}  {path} -> {target}\n", "link")),
         }
     }
     print_stdout(&out);
     Ok(exit::OK)
 }
 
-async fn checkout_cmd(cache: Option<PathBuf>, file: &Path, stage: &str, sets: &[String], to: &Path) -> Result<u8, Failure> {
+async fn checkout_cmd(
+    cache: Option<PathBuf>,
+    file: &Path,
+    stage: &str,
+    sets: &[String],
+    to: &Path,
+) -> Result<u8, Failure> {
     if to.exists() && fs_err::read_dir(to).map(|mut d| d.next().is_some()).unwrap_or(true) {
         return Err(Failure::new(exit::INVALID, format!("`{}` exists and is not an empty directory", to.display())));
     }
@@ -677,7 +738,10 @@ async fn remote_gc_cmd(workflows: &[PathBuf], keep_days: u64, dry_run: bool) -> 
         r.removed_leases
     );
     if r.live_leases > 0 {
-        text.push_str(&format!("gc: {} live lease(s): no blob was removed, since their runs may be uploading\n", r.live_leases));
+        text.push_str(&format!(
+            "gc: {} live lease(s): no blob was removed, since their runs may be uploading\n",
+            r.live_leases
+        ));
     }
     print_stderr(&text);
     Ok(exit::OK)
@@ -725,7 +789,11 @@ fn run_stage(task_file: &Path) -> Result<u8, Failure> {
 }
 
 fn device_arg(s: &str) -> Result<String, String> {
-    if crate::stages::is_device(s) { Ok(s.to_owned()) } else { Err("devices are `cpu`, `cuda`, `cuda:N` or `auto`".into()) }
+    if crate::stages::is_device(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("devices are `cpu`, `cuda`, `cuda:N` or `auto`".into())
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::human_bytes;
 use crate::exec::{Event, StageOutcome, Status, Summary};
 use crate::stages::Progress;
-use super::human_bytes;
 use crate::store::remote::{Direction, Transfer};
 
 pub enum Reporter {
@@ -87,7 +87,10 @@ impl Human {
                 }
             }
             Event::StageWaiting { stage, holder: None, .. } => {
-                self.line(format!("{:>9} {:>10} {stage} (another run of the same fingerprint holds its lock)", "WAITING", ""));
+                self.line(format!(
+                    "{:>9} {:>10} {stage} (another run of the same fingerprint holds its lock)",
+                    "WAITING", ""
+                ));
             }
             Event::StageWaiting { stage, holder: Some(holder), .. } => {
                 self.line(format!("{:>9} {:>10} {stage} (the remote lease is held by {holder})", "WAITING", ""));
@@ -95,7 +98,9 @@ impl Human {
             Event::StageTransfer { stage, transfer } => self.transfer(stage, transfer),
             Event::Notice { stage, message } => self.line(format!("{:>9} {:>10} {stage}: {message}", "WARNING", "")),
             Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
-            Event::StageSubmitted { stage, job } => self.line(format!("{:>9} {:>10} {stage} as Slurm job {job}", "SUBMITTED", "")),
+            Event::StageSubmitted { stage, job } => {
+                self.line(format!("{:>9} {:>10} {stage} as Slurm job {job}", "SUBMITTED", ""))
+            }
             Event::StageProgress { stage, progress } => self.progress(stage, progress),
             Event::Stage(o) => {
                 self.set_running(|r| r.retain(|s| s.split(' ').next() != Some(o.stage.as_str())));
@@ -124,7 +129,10 @@ impl Human {
             text.push_str(&format!(" {:.1}k tok/s", tps / 1000.0));
         }
         if let Some(eta) = p.eta_s {
-            text.push_str(&format!(" ETA {}", humantime::format_duration(std::time::Duration::from_secs(eta.round() as u64))));
+            text.push_str(&format!(
+                " ETA {}",
+                humantime::format_duration(std::time::Duration::from_secs(eta.round() as u64))
+            ));
         }
         match &self.bar {
             Some(bar) => {
@@ -150,7 +158,8 @@ impl Human {
             Direction::Upload => "↑",
         };
         let rate = if t.seconds > 0.0 { t.done as f64 / t.seconds } else { 0.0 };
-        let mut text = format!("{stage} {arrow} {}/{} {}/s", human_bytes(t.done), human_bytes(t.total), human_bytes(rate as u64));
+        let mut text =
+            format!("{stage} {arrow} {}/{} {}/s", human_bytes(t.done), human_bytes(t.total), human_bytes(rate as u64));
         if rate > 0.0 && t.done < t.total {
             let eta = ((t.total - t.done) as f64 / rate).round() as u64;
             text.push_str(&format!(" ETA {}", humantime::format_duration(Duration::from_secs(eta))));
@@ -196,7 +205,8 @@ impl Human {
                 format!("{:>9} {:>10} {} ({})", "SKIPPED", "", o.stage, o.reason.as_deref().unwrap_or("skipped"))
             }
             Status::Failed => {
-                let mut text = format!("{:>9} {time} {} {}", "FAILED", o.stage, o.reason.as_deref().unwrap_or("failed"));
+                let mut text =
+                    format!("{:>9} {time} {} {}", "FAILED", o.stage, o.reason.as_deref().unwrap_or("failed"));
                 for l in &o.log_tail {
                     text.push_str(&format!("\n{:>20} {l}", "│"));
                 }

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::event::{Event, StageOutcome, Status, Summary};
-use super::lockfile::Locked;
 use super::leftovers;
+use super::lockfile::Locked;
 use super::runner::{self, Exit, ProcessSpec};
 use super::slurm::{self, JobEvent};
 use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
 use crate::spec::Workflow;
 use crate::spec::executor::Executor;
-use crate::stages::{Progress, Task, WHOLE_GPU};
 use crate::stages::command::env_value;
+use crate::stages::{Progress, Task, WHOLE_GPU};
 use crate::store::remote::{self, Claim, Holder, Lease, OnTransfer, Published, Remote};
 use crate::store::{Provenance, Record, Store, StoreError};
 
@@ -53,7 +53,10 @@ struct Done {
 /// What a stage task reports back to the scheduler.
 enum Report {
     /// The cache lookup: a hit (`Some`), or a miss that must run.
-    Looked { index: usize, hit: Result<Option<StageOutcome>, StoreError> },
+    Looked {
+        index: usize,
+        hit: Result<Option<StageOutcome>, StoreError>,
+    },
     Ran(Done),
 }
 
@@ -146,7 +149,9 @@ pub async fn apply(
         // Two trainings on one GPU would compete for its memory, so a GPU stage also waits
         // until a GPU has its share free.
         if !stopping && !cancelled && (looking == 0 || opts.remote.is_some()) {
-            let admissible = |i: usize, running: usize, gpus: &GpuSlots| on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)));
+            let admissible = |i: usize, running: usize, gpus: &GpuSlots| {
+                on_cluster(i) || (running < jobs && gpus.fits(gpu_wanted(&p, i)))
+            };
             while let Some(i) = to_run.iter().copied().find(|&i| admissible(i, running, &gpus)) {
                 to_run.remove(&i);
                 running += usize::from(!on_cluster(i));
@@ -426,7 +431,11 @@ impl StageRun {
         let mut announced = None;
         // The caller has just looked the remote up; look again after each wait.
         loop {
-            let claim = if self.push { remote.claim(&self.fingerprint, &me).await } else { remote.lease(&self.fingerprint).await };
+            let claim = if self.push {
+                remote.claim(&self.fingerprint, &me).await
+            } else {
+                remote.lease(&self.fingerprint).await
+            };
             let (holder, version) = match claim {
                 Ok(Claim::Taken(lease)) => return self.taken(lease, started).await,
                 Ok(Claim::Free) => return Ok(Turn::Run(None)),
@@ -451,12 +460,18 @@ impl StageRun {
                         }
                         match remote.take_over(&self.fingerprint, &me, &version).await {
                             Ok(Some(lease)) => {
-                                self.notice(format!("took over the lease of {who}: not renewed for {}s", expiry.as_secs()));
+                                self.notice(format!(
+                                    "took over the lease of {who}: not renewed for {}s",
+                                    expiry.as_secs()
+                                ));
                                 return self.taken(lease, started).await;
                             }
                             Ok(None) => seen = None,
                             Err(e) => {
-                                self.notice(format!("cannot take over the lease: {}; running without one", error_chain(&e)));
+                                self.notice(format!(
+                                    "cannot take over the lease: {}; running without one",
+                                    error_chain(&e)
+                                ));
                                 return Ok(Turn::Run(None));
                             }
                         }
@@ -465,7 +480,11 @@ impl StageRun {
                 _ => seen = Some((version, Instant::now())),
             }
             if announced.as_ref() != Some(&who) {
-                (self.sink)(&Event::StageWaiting { stage: self.name().to_owned(), fingerprint: self.fingerprint, holder: Some(who.clone()) });
+                (self.sink)(&Event::StageWaiting {
+                    stage: self.name().to_owned(),
+                    fingerprint: self.fingerprint,
+                    holder: Some(who.clone()),
+                });
                 announced = Some(who);
             }
             let mut cancel = self.cancel.clone();
@@ -510,7 +529,9 @@ impl StageRun {
         let mut announced = false;
         let lock = loop {
             let try_store = Arc::clone(&store);
-            if let Some(lock) = tokio::task::spawn_blocking(move || try_store.try_lock(&fp)).await.expect("lock task")? {
+            if let Some(lock) =
+                tokio::task::spawn_blocking(move || try_store.try_lock(&fp)).await.expect("lock task")?
+            {
                 break lock;
             }
             if !announced {
@@ -550,9 +571,9 @@ impl StageRun {
         (self.sink)(&Event::StageStarted { stage: self.name().to_owned(), fingerprint: fp });
         let script = self.store.scratch_dir(&fp).join("job.sh");
         match slurm::cancel_leftover(&script).await {
-            Ok(Some(job)) => {
-                self.notice(format!("cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"))
-            }
+            Ok(Some(job)) => self.notice(format!(
+                "cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"
+            )),
             Ok(None) => {}
             Err(why) => return Ok(self.failed_outcome(started, why, None)),
         }
@@ -583,7 +604,8 @@ impl StageRun {
         let last = Arc::new(Mutex::new(None::<Progress>));
         let used = Arc::new(Mutex::new(None::<String>));
         let on_progress: runner::OnProgress = {
-            let (sink, stage, last, used) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last), Arc::clone(&used));
+            let (sink, stage, last, used) =
+                (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&last), Arc::clone(&used));
             // The device report only feeds the record; progress events carry steps.
             Arc::new(move |progress: Progress| match progress.device {
                 Some(device) => *used.lock().expect("progress lock") = Some(device),
@@ -597,13 +619,15 @@ impl StageRun {
             Executor::Local => runner::run(&spec, &log, self.cancel.clone(), on_progress).await?,
             Executor::Slurm(opts) => {
                 let on_job = |event: JobEvent| match event {
-                    JobEvent::Submitted(job) => (self.sink)(&Event::StageSubmitted { stage: self.name().to_owned(), job }),
-                    JobEvent::Requeued { job, restarts } => {
-                        self.notice(format!("Slurm requeued job {job} (restart {restarts}); it resumes from its last checkpoint"))
+                    JobEvent::Submitted(job) => {
+                        (self.sink)(&Event::StageSubmitted { stage: self.name().to_owned(), job })
                     }
-                    JobEvent::Unanswered { job, seconds } => {
-                        self.notice(format!("`scontrol` has not answered about Slurm job {job} lately ({seconds} s in); still asking"))
-                    }
+                    JobEvent::Requeued { job, restarts } => self.notice(format!(
+                        "Slurm requeued job {job} (restart {restarts}); it resumes from its last checkpoint"
+                    )),
+                    JobEvent::Unanswered { job, seconds } => self.notice(format!(
+                        "`scontrol` has not answered about Slurm job {job} lately ({seconds} s in); still asking"
+                    )),
                 };
                 let job = slurm::Job { spec: &spec, opts, name: self.name(), script: &script, log: &log };
                 slurm::run(&job, self.cancel.clone(), on_progress, &on_job).await?
@@ -629,7 +653,11 @@ impl StageRun {
             stage: stage.name.clone(),
             workflow: self.p.workflow.name.clone(),
             seconds,
-            device: used.lock().expect("progress lock").clone().unwrap_or_else(|| self.p.checked[self.index].device.clone()),
+            device: used
+                .lock()
+                .expect("progress lock")
+                .clone()
+                .unwrap_or_else(|| self.p.checked[self.index].device.clone()),
             metrics: summary(last.lock().expect("progress lock").as_ref()),
         };
         let record = match self.store.commit(&fp, &out, prov, self.force).await {
@@ -738,7 +766,13 @@ impl StageRun {
             }
         }
         let run = stage.run.clone().expect("command stages have `run`");
-        Ok(ProcessSpec { program: "sh".into(), args: vec!["-c".into(), run], cwd: p.workflow.dir.clone(), env, protocol: false })
+        Ok(ProcessSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), run],
+            cwd: p.workflow.dir.clone(),
+            env,
+            protocol: false,
+        })
     }
 }
 
@@ -790,7 +824,9 @@ impl GpuSlots {
         let Want { gpu, share } = want?;
         let n = match gpu {
             Some(n) => n,
-            None => (0..self.free.len()).filter(|&n| self.free[n] >= share).min_by_key(|&n| (std::cmp::Reverse(self.free[n]), n))?,
+            None => (0..self.free.len())
+                .filter(|&n| self.free[n] >= share)
+                .min_by_key(|&n| (std::cmp::Reverse(self.free[n]), n))?,
         };
         let free = self.free.get_mut(n).filter(|f| **f >= share)?;
         *free -= share;

@@ -12,7 +12,11 @@ use crate::store::remote::Transfer;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    RunStarted { workflow: String, stages: usize, jobs: usize },
+    RunStarted {
+        workflow: String,
+        stages: usize,
+        jobs: usize,
+    },
     /// Another process holds the stage's run lock (`holder` absent), or another machine holds
     /// its lease on the remote (`holder` says who); this one waits for its result.
     StageWaiting {
@@ -21,11 +25,20 @@ pub enum Event {
         #[serde(skip_serializing_if = "Option::is_none")]
         holder: Option<String>,
     },
-    StageStarted { stage: String, fingerprint: Fingerprint },
+    StageStarted {
+        stage: String,
+        fingerprint: Fingerprint,
+    },
     /// The stage was submitted to Slurm as batch job `job`.
-    StageSubmitted { stage: String, job: String },
+    StageSubmitted {
+        stage: String,
+        job: String,
+    },
     /// A running built-in stage reported progress (training step, loss, throughput).
-    StageProgress { stage: String, progress: Progress },
+    StageProgress {
+        stage: String,
+        progress: Progress,
+    },
     /// Bytes of the stage's artifact moving to or from the remote.
     StageTransfer {
         stage: String,
@@ -34,7 +47,10 @@ pub enum Event {
     },
     /// Something the run survived but a user should know: a corrupt or unreadable remote
     /// object (the stage runs here instead), a lease taken over from a silent holder.
-    Notice { stage: String, message: String },
+    Notice {
+        stage: String,
+        message: String,
+    },
     /// The stage's final state; one per selected stage.
     Stage(StageOutcome),
     #[serde(rename = "summary")]

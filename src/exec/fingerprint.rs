@@ -76,7 +76,10 @@ mod tests {
     // Change it only together with FINGERPRINT_VERSION and a history line.
     #[test]
     fn pinned_fingerprint() {
-        assert_eq!(base().fingerprint().to_string(), "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e");
+        assert_eq!(
+            base().fingerprint().to_string(),
+            "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e"
+        );
     }
 
     #[test]
@@ -113,14 +116,51 @@ mod tests {
             ("kind_version", Box::new(|r| r.kind_version += 1)),
             ("params value", Box::new(|r| r.params["lr"] = serde_json::json!(0.001))),
             ("params key", Box::new(|r| r.params["extra"] = serde_json::json!(1))),
-            ("needs digest", Box::new(|r| { r.needs.insert("data".into(), Needed::One(Digest::of(b"other"))); })),
-            ("needs role", Box::new(|r| { let d = r.needs.remove("data").unwrap(); r.needs.insert("corpus".into(), d); })),
-            ("needs list order", Box::new(|r| { r.needs.insert("data".into(), Needed::Many(vec![Digest::of(b"a"), Digest::of(b"b")])); })),
-            ("inputs content", Box::new(|r| { r.inputs.insert("a.txt".into(), Digest::of(b"b")); })),
-            ("inputs path", Box::new(|r| { let d = r.inputs.remove("a.txt").unwrap(); r.inputs.insert("b.txt".into(), d); })),
+            (
+                "needs digest",
+                Box::new(|r| {
+                    r.needs.insert("data".into(), Needed::One(Digest::of(b"other")));
+                }),
+            ),
+            (
+                "needs role",
+                Box::new(|r| {
+                    let d = r.needs.remove("data").unwrap();
+                    r.needs.insert("corpus".into(), d);
+                }),
+            ),
+            (
+                "needs list order",
+                Box::new(|r| {
+                    r.needs.insert("data".into(), Needed::Many(vec![Digest::of(b"a"), Digest::of(b"b")]));
+                }),
+            ),
+            (
+                "inputs content",
+                Box::new(|r| {
+                    r.inputs.insert("a.txt".into(), Digest::of(b"b"));
+                }),
+            ),
+            (
+                "inputs path",
+                Box::new(|r| {
+                    let d = r.inputs.remove("a.txt").unwrap();
+                    r.inputs.insert("b.txt".into(), d);
+                }),
+            ),
             ("command", Box::new(|r| r.command = Some("echo bye > $FLOW_OUT/x".into()))),
-            ("env value", Box::new(|r| { r.env.insert("LANG".into(), Some("en".into())); })),
-            ("env unset", Box::new(|r| { r.env.insert("LANG".into(), None); })),
+            (
+                "env value",
+                Box::new(|r| {
+                    r.env.insert("LANG".into(), Some("en".into()));
+                }),
+            ),
+            (
+                "env unset",
+                Box::new(|r| {
+                    r.env.insert("LANG".into(), None);
+                }),
+            ),
             ("salt", Box::new(|r| r.salt = Some("2026-11".into()))),
             ("outputs", Box::new(|r| r.outputs = vec!["x".into()])),
         ];

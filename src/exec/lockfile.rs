@@ -47,13 +47,18 @@ impl LockFile {
     pub fn read(path: &Path) -> Result<Self, LockError> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self { version: LOCK_VERSION, ..Self::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self { version: LOCK_VERSION, ..Self::default() });
+            }
             Err(source) => return Err(LockError::Read { path: path.to_owned(), source }),
         };
-        let lock: LockFile =
-            serde_json::from_slice(&bytes).map_err(|e| LockError::Parse { path: path.to_owned(), why: e.to_string() })?;
+        let lock: LockFile = serde_json::from_slice(&bytes)
+            .map_err(|e| LockError::Parse { path: path.to_owned(), why: e.to_string() })?;
         if lock.version != LOCK_VERSION {
-            return Err(LockError::Parse { path: path.to_owned(), why: format!("version {} is not supported", lock.version) });
+            return Err(LockError::Parse {
+                path: path.to_owned(),
+                why: format!("version {} is not supported", lock.version),
+            });
         }
         Ok(lock)
     }

@@ -64,7 +64,12 @@ pub struct Prepared {
 
 /// Checks `workflow` against the kinds, builds its DAG, selects `targets` (all stages when
 /// empty) with their dependencies, and hashes the selected stages' input files.
-pub fn prepare(workflow: Workflow, registry: &Registry, store: &Store, targets: &[String]) -> Result<Prepared, ExecError> {
+pub fn prepare(
+    workflow: Workflow,
+    registry: &Registry,
+    store: &Store,
+    targets: &[String],
+) -> Result<Prepared, ExecError> {
     let checked = registry.check(&workflow)?;
     let dag = Dag::build(&workflow)?;
     let selected = select(&workflow, &dag, targets)?;
@@ -80,8 +85,7 @@ pub fn prepare(workflow: Workflow, registry: &Registry, store: &Store, targets: 
         }
         let full: Vec<PathBuf> = files.iter().map(|f| workflow.dir.join(f)).collect();
         tracing::debug!(stage = %stage.name, files = full.len(), "hashing inputs");
-        let digests =
-            cache.digests(&full).map_err(|source| ExecError::Inputs { stage: stage.name.clone(), source })?;
+        let digests = cache.digests(&full).map_err(|source| ExecError::Inputs { stage: stage.name.clone(), source })?;
         inputs[i] = files.iter().map(|f| f.to_string_lossy().into_owned()).zip(digests).collect();
     }
     // The stat cache only saves work; failing to write it must not fail the run.

@@ -25,10 +25,19 @@ pub struct Planned {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum State {
-    Cached { fingerprint: Fingerprint, artifact: Digest },
+    Cached {
+        fingerprint: Fingerprint,
+        artifact: Digest,
+    },
     /// Not in the local store; the remote has it and apply will download it.
-    WillDownload { fingerprint: Fingerprint, artifact: Digest },
-    WillRun { fingerprint: Option<Fingerprint>, reasons: Vec<Reason> },
+    WillDownload {
+        fingerprint: Fingerprint,
+        artifact: Digest,
+    },
+    WillRun {
+        fingerprint: Option<Fingerprint>,
+        reasons: Vec<Reason>,
+    },
 }
 
 /// Why a stage will run.
@@ -42,17 +51,43 @@ pub enum Reason {
     /// The lock file names this fingerprint but the store has no record of it (gc'd, another
     /// machine, or never pushed).
     RecordMissing,
-    KindChanged { old: String, new: String },
-    KindVersionChanged { old: u32, new: u32 },
-    ParamChanged { key: String, old: Option<Value>, new: Option<Value> },
-    InputStageChanged { role: String, stage: String },
-    InputStageWillRun { role: String, stage: String },
-    NeedsChanged { role: String },
-    FileAdded { path: String },
-    FileRemoved { path: String },
-    FileChanged { path: String },
+    KindChanged {
+        old: String,
+        new: String,
+    },
+    KindVersionChanged {
+        old: u32,
+        new: u32,
+    },
+    ParamChanged {
+        key: String,
+        old: Option<Value>,
+        new: Option<Value>,
+    },
+    InputStageChanged {
+        role: String,
+        stage: String,
+    },
+    InputStageWillRun {
+        role: String,
+        stage: String,
+    },
+    NeedsChanged {
+        role: String,
+    },
+    FileAdded {
+        path: String,
+    },
+    FileRemoved {
+        path: String,
+    },
+    FileChanged {
+        path: String,
+    },
     CommandChanged,
-    EnvChanged { name: String },
+    EnvChanged {
+        name: String,
+    },
     SaltChanged,
     OutputsChanged,
 }
@@ -84,7 +119,12 @@ impl fmt::Display for Reason {
 /// Plans every selected stage without running anything. With a remote, a stage missing locally
 /// is looked up there (one request per such stage); a remote that cannot be read counts as
 /// not having it.
-pub async fn plan(p: &Prepared, store: &Store, remote: Option<&Remote>, force: &BTreeSet<String>) -> Result<Vec<Planned>, ExecError> {
+pub async fn plan(
+    p: &Prepared,
+    store: &Store,
+    remote: Option<&Remote>,
+    force: &BTreeSet<String>,
+) -> Result<Vec<Planned>, ExecError> {
     let mut artifacts: BTreeMap<usize, Digest> = BTreeMap::new();
     let mut out = Vec::new();
     for &i in &p.selected {
@@ -133,7 +173,12 @@ pub async fn plan(p: &Prepared, store: &Store, remote: Option<&Remote>, force: &
 }
 
 /// Why `recipe` misses, compared with the lock file's entry for the same stage.
-pub fn explain(recipe: &Recipe, fp: Fingerprint, locked: Option<&Locked>, names: &BTreeMap<String, Vec<String>>) -> Vec<Reason> {
+pub fn explain(
+    recipe: &Recipe,
+    fp: Fingerprint,
+    locked: Option<&Locked>,
+    names: &BTreeMap<String, Vec<String>>,
+) -> Vec<Reason> {
     let Some(old) = locked else { return vec![Reason::NoRecord] };
     if old.fingerprint == fp {
         return vec![Reason::RecordMissing];

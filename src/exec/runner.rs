@@ -52,7 +52,12 @@ const SUPERVISOR_SLACK: Duration = Duration::from_secs(5);
 /// its own, so that the terminal's Ctrl-C reaches only `flow apply`, which decides. The
 /// supervisor's stdin is a pipe only this process holds: when this process dies, for any
 /// reason, the supervisor reads end of file and kills the stage.
-pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<bool>, on_progress: OnProgress) -> std::io::Result<Exit> {
+pub async fn run(
+    spec: &ProcessSpec,
+    log: &Path,
+    mut cancel: watch::Receiver<bool>,
+    on_progress: OnProgress,
+) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
     let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
     let stdout = if spec.protocol { Stdio::piped() } else { Stdio::from(log_file.try_clone()?) };
@@ -66,7 +71,9 @@ pub async fn run(spec: &ProcessSpec, log: &Path, mut cancel: watch::Receiver<boo
         .stdout(stdout)
         .stderr(log_file.try_clone()?)
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program.display())))?;
     let reader = child.stdout.take().map(|out| tokio::spawn(relay(out, log_file, on_progress)));
     let exit = wait(&mut child, &mut cancel).await;
     if let Some(reader) = reader {

@@ -43,7 +43,13 @@ pub async fn push(lock: &LockFile, store: &Store, remote: &Remote, sink: &Sink) 
 /// Downloads the artifacts of `stages` (all of `lock` when empty) that the local store lacks,
 /// each verified. A stage whose artifact the remote lacks or holds corrupt fails; the others go
 /// on.
-pub async fn pull(lock: &LockFile, stages: &[String], store: &Store, remote: &Remote, sink: &Sink) -> Result<Summary, StoreError> {
+pub async fn pull(
+    lock: &LockFile,
+    stages: &[String],
+    store: &Store,
+    remote: &Remote,
+    sink: &Sink,
+) -> Result<Summary, StoreError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     let chosen: Vec<(&String, &Locked)> =

@@ -31,9 +31,15 @@ const CANCEL_WAIT: Duration = Duration::from_secs(60);
 pub enum JobEvent {
     Submitted(String),
     /// Slurm put the job back in the queue (preemption, node failure, `scontrol requeue`).
-    Requeued { job: String, restarts: u32 },
+    Requeued {
+        job: String,
+        restarts: u32,
+    },
     /// `scontrol` has not answered about the job for this long; flow keeps asking.
-    Unanswered { job: String, seconds: u64 },
+    Unanswered {
+        job: String,
+        seconds: u64,
+    },
 }
 
 /// After this many polls without an answer from `scontrol`, the user hears of it.
@@ -68,8 +74,8 @@ impl JobState {
     fn exit(&self, job: &str) -> Option<Exit> {
         let why = |what: String| Some(Exit::Job(format!("Slurm job {job} {what}")));
         match self.state.as_str() {
-            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" | "REQUEUE_FED" | "RESIZING" | "SUSPENDED"
-            | "STAGE_OUT" | "SIGNALING" | "STOPPED" => None,
+            "PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "REQUEUED" | "REQUEUE_FED" | "RESIZING"
+            | "SUSPENDED" | "STAGE_OUT" | "SIGNALING" | "STOPPED" => None,
             "COMPLETED" if self.exit_code == 0 && self.signal == 0 => Some(Exit::Success),
             "COMPLETED" | "FAILED" if self.signal != 0 => Some(Exit::Signal(self.signal)),
             "COMPLETED" | "FAILED" => Some(Exit::Code(self.exit_code)),
@@ -80,7 +86,9 @@ impl JobState {
             "PREEMPTED" => why("was preempted and not requeued".into()),
             "BOOT_FAIL" => why("failed: its node did not boot".into()),
             "DEADLINE" => why("missed its deadline".into()),
-            "REQUEUE_HOLD" | "SPECIAL_EXIT" => why(format!("is held after a requeue ({}); `scontrol release {job}` lets it run", self.state)),
+            "REQUEUE_HOLD" | "SPECIAL_EXIT" => {
+                why(format!("is held after a requeue ({}); `scontrol release {job}` lets it run", self.state))
+            }
             other => why(format!("ended in state {other} ({})", self.reason)),
         }
     }
@@ -107,7 +115,12 @@ fn sbatch_args(opts: &SlurmOptions, name: &str, log: &Path, cwd: &Path, script: 
         ("constraint", &opts.constraint),
     ];
     args.extend(text.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("--{k}={v}"))));
-    let counts = [("nodes", opts.nodes), ("ntasks", opts.ntasks), ("ntasks-per-node", opts.ntasks_per_node), ("cpus-per-task", opts.cpus_per_task)];
+    let counts = [
+        ("nodes", opts.nodes),
+        ("ntasks", opts.ntasks),
+        ("ntasks-per-node", opts.ntasks_per_node),
+        ("cpus-per-task", opts.cpus_per_task),
+    ];
     args.extend(counts.into_iter().filter_map(|(k, v)| v.map(|v| format!("--{k}={v}"))));
     args.extend(opts.args.iter().cloned());
     args.push(script.display().to_string());
@@ -262,13 +275,16 @@ pub async fn cancel_leftover(script: &Path) -> Result<Option<String>, String> {
     let id = id.trim();
     // squeue lists only queued and running jobs, and prints the whole script path (`%o`). Job
     // ids are reused eventually: only the job that runs this very script is ours.
-    let listed = Command::new("squeue").args(["-h", "-j", id, "-o", "%o"]).stdin(std::process::Stdio::null()).output().await;
+    let listed =
+        Command::new("squeue").args(["-h", "-j", id, "-o", "%o"]).stdin(std::process::Stdio::null()).output().await;
     let Ok(listed) = listed else { return Ok(None) };
     if String::from_utf8_lossy(&listed.stdout).trim() != script.display().to_string() {
         return Ok(None);
     }
     if !scancel(id).await {
-        return Err(format!("Slurm job {id}, left running by an earlier apply, is still running after `scancel`; wait for it to end"));
+        return Err(format!(
+            "Slurm job {id}, left running by an earlier apply, is still running after `scancel`; wait for it to end"
+        ));
     }
     Ok(Some(id.to_owned()))
 }
@@ -277,7 +293,12 @@ pub async fn cancel_leftover(script: &Path) -> Result<Option<String>, String> {
 /// restarting; the next poll asks again). A job the controller no longer knows — purged
 /// before flow saw it end — reads as the final state `UNKNOWN`.
 async fn state(job: &str) -> Option<JobState> {
-    let out = Command::new("scontrol").args(["show", "job", "-o", job]).stdin(std::process::Stdio::null()).output().await.ok()?;
+    let out = Command::new("scontrol")
+        .args(["show", "job", "-o", job])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         tracing::debug!(job, %stderr, "scontrol failed");
@@ -323,7 +344,11 @@ mod tests {
 
     #[test]
     fn scontrol_lines_map_to_exits() {
-        let line = |state: &str, code: &str| format!("JobId=7 JobName=flow:a JobState={state} Reason=None Restarts=0 ExitCode={code} RunTime=00:00:03 TimeLimit=00:01:00");
+        let line = |state: &str, code: &str| {
+            format!(
+                "JobId=7 JobName=flow:a JobState={state} Reason=None Restarts=0 ExitCode={code} RunTime=00:00:03 TimeLimit=00:01:00"
+            )
+        };
         let exit = |state: &str, code: &str| JobState::parse(&line(state, code)).unwrap().exit("7");
         assert_eq!(exit("RUNNING", "0:0"), None);
         assert_eq!(exit("PENDING", "0:0"), None);
@@ -352,8 +377,18 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--parsable", "--job-name=flow:train", "--output=/s/log", "--open-mode=append", "--chdir=/w", "--requeue",
-                "--partition=gpu", "--time=1:00:00", "--gpus=2", "--cpus-per-task=8", "--qos=high", "/s/job.sh"
+                "--parsable",
+                "--job-name=flow:train",
+                "--output=/s/log",
+                "--open-mode=append",
+                "--chdir=/w",
+                "--requeue",
+                "--partition=gpu",
+                "--time=1:00:00",
+                "--gpus=2",
+                "--cpus-per-task=8",
+                "--qos=high",
+                "/s/job.sh"
             ]
         );
         // The script, run by a shell as Slurm would, empties the output directory and hands
@@ -366,7 +401,10 @@ mod tests {
             program: "printf".into(),
             args: vec!["%s|%s".into(), tricky.into(), "$FLOW_WITH_x".into()],
             cwd: dir.path().into(),
-            env: BTreeMap::from([("FLOW_OUT".to_owned(), out.display().to_string()), ("FLOW_WITH_x".to_owned(), tricky.to_owned())]),
+            env: BTreeMap::from([
+                ("FLOW_OUT".to_owned(), out.display().to_string()),
+                ("FLOW_WITH_x".to_owned(), tricky.to_owned()),
+            ]),
             protocol: false,
         };
         let opts = SlurmOptions { setup: Some("printf 'setup|'".into()), ..Default::default() };

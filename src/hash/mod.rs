@@ -163,10 +163,7 @@ mod tests {
 
     #[test]
     fn digest_of_empty_input_is_blake3s() {
-        assert_eq!(
-            Digest::of(b"").hex(),
-            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-        );
+        assert_eq!(Digest::of(b"").hex(), "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262");
     }
 
     #[test]
@@ -185,9 +182,6 @@ mod tests {
         let a: serde_json::Value = serde_json::from_str(r#"{"b": 0.003, "a": [1, {"z": 1, "y": 2}]}"#).unwrap();
         let b: serde_json::Value = serde_json::from_str(r#"{"a": [1, {"y": 2, "z": 1}], "b": 3e-3}"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(
-            String::from_utf8(canonical_json(&a)).unwrap(),
-            r#"{"a":[1,{"y":2,"z":1}],"b":0.003}"#
-        );
+        assert_eq!(String::from_utf8(canonical_json(&a)).unwrap(), r#"{"a":[1,{"y":2,"z":1}],"b":0.003}"#);
     }
 }

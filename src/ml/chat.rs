@@ -66,7 +66,9 @@ impl Conversation {
     /// `{"prompt": …, "response": …}` (a user turn and an assistant turn).
     pub fn from_value(v: &Value) -> Result<Self, String> {
         let messages = match (v.get("messages"), v.get("prompt"), v.get("response")) {
-            (Some(m), None, None) => serde_json::from_value::<Vec<Message>>(m.clone()).map_err(|e| format!("`messages`: {e}"))?,
+            (Some(m), None, None) => {
+                serde_json::from_value::<Vec<Message>>(m.clone()).map_err(|e| format!("`messages`: {e}"))?
+            }
             (None, Some(Value::String(p)), Some(Value::String(r))) => vec![
                 Message { role: Speaker::User, content: p.clone() },
                 Message { role: Speaker::Assistant, content: r.clone() },
@@ -89,7 +91,12 @@ impl Conversation {
 
     /// The ChatML text of the conversation.
     pub fn render(&self) -> String {
-        self.messages.iter().map(|m| format!("{}{}\n{}{}\n", SPECIAL[IM_START as usize], m.role.name(), m.content, SPECIAL[IM_END as usize])).collect()
+        self.messages
+            .iter()
+            .map(|m| {
+                format!("{}{}\n{}{}\n", SPECIAL[IM_START as usize], m.role.name(), m.content, SPECIAL[IM_END as usize])
+            })
+            .collect()
     }
 
     /// The conversation before its last assistant turn, and that turn's content: a prompt and
@@ -210,7 +217,10 @@ pub fn assemble(rows: &[Vec<&Encoded>], packed: bool, device: &Device) -> candle
                 }
             }
         }
-        (Some(Tensor::from_vec(pos, (rows.len(), width), device)?), Some(Tensor::from_vec(m, (rows.len(), 1, width, width), device)?))
+        (
+            Some(Tensor::from_vec(pos, (rows.len(), width), device)?),
+            Some(Tensor::from_vec(m, (rows.len(), 1, width, width), device)?),
+        )
     } else {
         (None, None)
     };
@@ -263,12 +273,24 @@ pub struct Sft {
 impl Sft {
     /// `train` and `val` samples must be truncated to `seq_len + 1` tokens and have at least
     /// one trainable target each.
-    pub fn new(train: Vec<Encoded>, val: Vec<Encoded>, batch: usize, accumulate: usize, seq_len: usize, packing: bool, seed: u64) -> Result<Self, TrainError> {
+    pub fn new(
+        train: Vec<Encoded>,
+        val: Vec<Encoded>,
+        batch: usize,
+        accumulate: usize,
+        seq_len: usize,
+        packing: bool,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
         if train.is_empty() {
             return Err(TrainError::Data("no training conversation has a trainable token".into()));
         }
         if let Some(s) = train.iter().chain(&val).find(|s| s.tokens.len() > seq_len + 1 || s.trainable() == 0) {
-            return Err(TrainError::Data(format!("a sample of {} tokens with {} trainable does not fit", s.tokens.len(), s.trainable())));
+            return Err(TrainError::Data(format!(
+                "a sample of {} tokens with {} trainable does not fit",
+                s.tokens.len(),
+                s.trainable()
+            )));
         }
         Ok(Self { train, val, batch, accumulate, seq_len, packing, seed, rows: Vec::new(), epochs: 0 })
     }
@@ -305,7 +327,8 @@ impl Batches for Sft {
         let batches: Vec<Batch> = self.rows[first..first + per_step]
             .chunks(self.batch)
             .map(|chunk| {
-                let rows: Vec<Vec<&Encoded>> = chunk.iter().map(|r| r.iter().map(|&i| &self.train[i]).collect()).collect();
+                let rows: Vec<Vec<&Encoded>> =
+                    chunk.iter().map(|r| r.iter().map(|&i| &self.train[i]).collect()).collect();
                 assemble(&rows, self.packing, device)
             })
             .collect::<Result<_, _>>()?;
@@ -384,7 +407,8 @@ mod tests {
         let micros = b.step(0, &Device::Cpu).unwrap();
         let loss = micros[0].loss(m, 1).unwrap();
         let grads = loss.backward().unwrap();
-        let g = m.params().iter().map(|(_, v)| grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+        let g =
+            m.params().iter().map(|(_, v)| grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
         (loss.to_scalar().unwrap(), g)
     }
 
@@ -460,7 +484,11 @@ mod tests {
         let rows: Vec<Vec<&Encoded>> = a.iter().map(|s| vec![s]).collect();
         let b = assemble(&rows, false, &Device::Cpu).unwrap();
         let y: Vec<u32> = b.targets.flatten_all().unwrap().to_vec1().unwrap();
-        let y2: Vec<u32> = y.iter().zip(&b.trained).map(|(&id, &w)| if w == 0.0 { (id + 7) % t.vocab_size() as u32 } else { id }).collect();
+        let y2: Vec<u32> = y
+            .iter()
+            .zip(&b.trained)
+            .map(|(&id, &w)| if w == 0.0 { (id + 7) % t.vocab_size() as u32 } else { id })
+            .collect();
         assert_ne!(y, y2);
         let run = |targets: Vec<u32>| {
             let n = b.trained.len();
@@ -468,7 +496,11 @@ mod tests {
             let targets = Tensor::from_vec(targets, b.targets.dims(), &Device::Cpu).unwrap();
             let loss = (m.token_losses(&b.inputs, &targets, Extra::default()).unwrap() * w).unwrap().sum_all().unwrap();
             let grads = loss.backward().unwrap();
-            let g: Vec<Vec<f32>> = m.params().iter().map(|(_, v)| grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect();
+            let g: Vec<Vec<f32>> = m
+                .params()
+                .iter()
+                .map(|(_, v)| grads.get(v).unwrap().flatten_all().unwrap().to_vec1().unwrap())
+                .collect();
             (loss.to_scalar::<f32>().unwrap(), g)
         };
         let (l1, g1) = run(y);
@@ -561,7 +593,11 @@ mod tests {
         assert_eq!(rows(&[5, 5, 5, 9], &[0, 1, 2, 3], 8, true), vec![vec![0, 1], vec![2], vec![3]]);
         assert_eq!(rows(&[5, 5], &[1, 0], 8, false), vec![vec![1], vec![0]]);
         let t = tokenizer();
-        let s: Vec<Encoded> = (0..10).map(|i| encode(&t, &conv(&format!("what is {i} + {i}?"), &format!("{}", 2 * i)), LossOn::Assistant).unwrap()).collect();
+        let s: Vec<Encoded> = (0..10)
+            .map(|i| {
+                encode(&t, &conv(&format!("what is {i} + {i}?"), &format!("{}", 2 * i)), LossOn::Assistant).unwrap()
+            })
+            .collect();
         let mut b = Sft::new(s, vec![], 2, 1, 64, false, 5).unwrap();
         b.ensure(20);
         let firsts: Vec<usize> = b.rows.iter().map(|r| r[0]).collect();
@@ -574,7 +610,11 @@ mod tests {
     #[test]
     fn an_interrupted_run_resumes_to_the_same_weights_and_metrics() {
         let t = tokenizer();
-        let s: Vec<Encoded> = (0..12).map(|i| encode(&t, &conv(&format!("what is {i} + 30?"), &format!("{}", i + 30)), LossOn::Assistant).unwrap()).collect();
+        let s: Vec<Encoded> = (0..12)
+            .map(|i| {
+                encode(&t, &conv(&format!("what is {i} + 30?"), &format!("{}", i + 30)), LossOn::Assistant).unwrap()
+            })
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let run = || {
             let m = model(t.vocab_size());
@@ -582,8 +622,10 @@ mod tests {
             let mut b = Sft::new(s.clone(), s[..2].to_vec(), 2, 2, 64, true, 4).unwrap();
             let cfg = crate::ml::train::Loop { steps: 6, clip: 1.0, eval_every: 3, checkpoint_every: 3 };
             let mut ticks = 0;
-            let rows = crate::ml::train::run(&m, &mut opt, &cfg, &|_| 1e-3, &mut b, dir.path(), &mut |_| ticks += 1).unwrap();
-            let weights: Vec<Vec<f32>> = m.params().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+            let rows =
+                crate::ml::train::run(&m, &mut opt, &cfg, &|_| 1e-3, &mut b, dir.path(), &mut |_| ticks += 1).unwrap();
+            let weights: Vec<Vec<f32>> =
+                m.params().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
             (weights, rows, ticks)
         };
         // The first run leaves its step-3 checkpoint behind, as a run killed after step 3 would.

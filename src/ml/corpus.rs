@@ -136,7 +136,13 @@ impl Difficulty {
 ///
 /// # Panics
 /// If `n` is over [`Split::max_tasks`].
-pub fn tasks(family: TaskFamily, split: Split, n: usize, seed: u64, difficulty: Difficulty) -> Result<Vec<Task>, String> {
+pub fn tasks(
+    family: TaskFamily,
+    split: Split,
+    n: usize,
+    seed: u64,
+    difficulty: Difficulty,
+) -> Result<Vec<Task>, String> {
     assert!(n <= split.max_tasks(), "{n} {split:?} tasks asked for, at most {} can be generated", split.max_tasks());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Only ever probed, never iterated, so its order cannot leak into the output.
@@ -224,10 +230,14 @@ impl Problem {
             Problem::Add(a, b) => (TaskFamily::Arithmetic, format!("What is {a} + {b}?"), (a + b).to_string()),
             Problem::Subtract(a, b) => (TaskFamily::Arithmetic, format!("What is {a} - {b}?"), (a - b).to_string()),
             Problem::Multiply(a, b) => (TaskFamily::Arithmetic, format!("What is {a} * {b}?"), (a * b).to_string()),
-            Problem::Reverse(word) => {
-                (TaskFamily::Reverse, format!("Reverse the letters: {}", spaced(&word)), spaced(&word.chars().rev().collect::<String>()))
+            Problem::Reverse(word) => (
+                TaskFamily::Reverse,
+                format!("Reverse the letters: {}", spaced(&word)),
+                spaced(&word.chars().rev().collect::<String>()),
+            ),
+            Problem::Sort(letters) => {
+                (TaskFamily::Sort, format!("Sort the letters: {}", spaced(&letters)), spaced(&sorted(&letters)))
             }
-            Problem::Sort(letters) => (TaskFamily::Sort, format!("Sort the letters: {}", spaced(&letters)), spaced(&sorted(&letters))),
         };
         Task { family, prompt, answer }
     }
@@ -310,7 +320,9 @@ fn article(next: &str) -> &'static str {
 /// A pronounceable invented lowercase word: `syllables` consonant-vowel pairs and a closing
 /// consonant, so suffixes such as "-land" and "-ish" attach cleanly.
 fn coined(rng: &mut ChaCha8Rng, syllables: std::ops::RangeInclusive<usize>) -> String {
-    const ONSETS: &[&str] = &["b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "gr", "kr", "st", "tr", "sk"];
+    const ONSETS: &[&str] = &[
+        "b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "gr", "kr", "st", "tr", "sk",
+    ];
     const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ei", "ou"];
     const CODAS: &[&str] = &["n", "l", "r", "s", "k", "m", "nd", "st", "rn", "th"];
     let mut word = String::new();
@@ -398,21 +410,39 @@ const TOPICS: &[Topic] = &[
         agents: &["farmer", "shepherd", "milkmaid"],
         things: &["sheep|sheep", "goat", "cow", "horse", "pig", "hen"],
         places: &["barn", "field", "meadow"],
-        verbs: &[("feed", "fed"), ("count", "counted"), ("wash", "washed"), ("follow", "followed"), ("brush", "brushed")],
+        verbs: &[
+            ("feed", "fed"),
+            ("count", "counted"),
+            ("wash", "washed"),
+            ("follow", "followed"),
+            ("brush", "brushed"),
+        ],
         adjectives: &["muddy", "hungry", "fat"],
     },
     Topic {
         agents: &["woodcutter", "hunter", "ranger"],
         things: &["tree", "log", "branch", "mushroom", "berry", "stump"],
         places: &["forest", "clearing", "river"],
-        verbs: &[("gather", "gathered"), ("mark", "marked"), ("find", "found"), ("carry", "carried"), ("count", "counted")],
+        verbs: &[
+            ("gather", "gathered"),
+            ("mark", "marked"),
+            ("find", "found"),
+            ("carry", "carried"),
+            ("count", "counted"),
+        ],
         adjectives: &["dark", "tall", "mossy"],
     },
     Topic {
         agents: &["merchant", "baker", "butcher"],
         things: &["loaf|loaves", "apple", "basket", "pear", "cheese", "melon"],
         places: &["market", "square", "stall"],
-        verbs: &[("sell", "sold"), ("buy", "bought"), ("weigh", "weighed"), ("wrap", "wrapped"), ("arrange", "arranged")],
+        verbs: &[
+            ("sell", "sold"),
+            ("buy", "bought"),
+            ("weigh", "weighed"),
+            ("wrap", "wrapped"),
+            ("arrange", "arranged"),
+        ],
         adjectives: &["fresh", "cheap", "ripe"],
     },
     Topic {
@@ -440,7 +470,13 @@ const TOPICS: &[Topic] = &[
         agents: &["climber", "guide", "goatherd"],
         things: &["peak", "ridge", "trail", "cliff", "slope", "glacier"],
         places: &["mountain", "valley", "hut"],
-        verbs: &[("climb", "climbed"), ("cross", "crossed"), ("reach", "reached"), ("follow", "followed"), ("watch", "watched")],
+        verbs: &[
+            ("climb", "climbed"),
+            ("cross", "crossed"),
+            ("reach", "reached"),
+            ("follow", "followed"),
+            ("watch", "watched"),
+        ],
         adjectives: &["steep", "cold", "icy"],
     },
 ];
@@ -469,9 +505,12 @@ const CAST: &[(&str, Referent)] = &[
     ("Nils", Referent::He),
 ];
 
-const PERSON_ADJECTIVES: &[&str] = &["old", "young", "kind", "busy", "quiet", "happy", "tired", "clever", "cheerful", "patient", "proud", "strong"];
-const THING_ADJECTIVES: &[&str] = &["small", "big", "heavy", "old", "red", "blue", "green", "brown", "white", "grey", "little", "broken"];
-const ADVERBS: &[&str] = &["carefully", "slowly", "quickly", "quietly", "gently", "happily", "patiently", "proudly", "often", "firmly"];
+const PERSON_ADJECTIVES: &[&str] =
+    &["old", "young", "kind", "busy", "quiet", "happy", "tired", "clever", "cheerful", "patient", "proud", "strong"];
+const THING_ADJECTIVES: &[&str] =
+    &["small", "big", "heavy", "old", "red", "blue", "green", "brown", "white", "grey", "little", "broken"];
+const ADVERBS: &[&str] =
+    &["carefully", "slowly", "quickly", "quietly", "gently", "happily", "patiently", "proudly", "often", "firmly"];
 /// Verbs without an object, as (base, past).
 const INTRANSITIVE: &[(&str, &str)] = &[
     ("sleep", "slept"),
@@ -669,7 +708,14 @@ impl Story {
     }
 
     /// A thing of `topic`, possibly owned by `owner`: "her wet nets".
-    fn thing(&self, rng: &mut ChaCha8Rng, sentence: &mut String, topic: Topic, number: Number, owner: Option<Referent>) {
+    fn thing(
+        &self,
+        rng: &mut ChaCha8Rng,
+        sentence: &mut String,
+        topic: Topic,
+        number: Number,
+        owner: Option<Referent>,
+    ) {
         let noun = inflect(pick(rng, topic.things), number);
         let adjective = rng.random_bool(0.5).then(|| thing_adjective(rng, topic));
         let determiner = determiner(rng, number, adjective.unwrap_or(&noun), owner);
@@ -730,7 +776,11 @@ fn inflect(noun: &'static str, number: Number) -> std::borrow::Cow<'static, str>
     }
 }
 
-fn conjugate((base, past): (&'static str, &'static str), number: Number, tense: Tense) -> std::borrow::Cow<'static, str> {
+fn conjugate(
+    (base, past): (&'static str, &'static str),
+    number: Number,
+    tense: Tense,
+) -> std::borrow::Cow<'static, str> {
     match (tense, number) {
         (Tense::Present, Number::One) => add_s(base).into(),
         (Tense::Present, Number::Many) => base.into(),
@@ -836,7 +886,11 @@ impl World {
             let country = countries.len();
             let mut own = Vec::with_capacity(CITIES_PER_COUNTRY);
             while own.len() < CITIES_PER_COUNTRY {
-                let name = format!("{}{}", capitalised(&coined(rng, 1..=2)), pick(rng, &["", "", "ton", "by", "ford", "holm", "wick"]));
+                let name = format!(
+                    "{}{}",
+                    capitalised(&coined(rng, 1..=2)),
+                    pick(rng, &["", "", "ton", "by", "ford", "holm", "wick"])
+                );
                 if used.insert(name.clone()) {
                     own.push(cities.len());
                     cities.push(City { name, country });
@@ -852,7 +906,13 @@ impl World {
             }
             let city = rng.random_range(0..cities.len());
             countries[cities[city].country].residents.push(people.len());
-            people.push(Person { name, city, job: pick(rng, JOBS), colour: pick(rng, COLOURS), born: rng.random_range(1920..=2005) });
+            people.push(Person {
+                name,
+                city,
+                job: pick(rng, JOBS),
+                colour: pick(rng, COLOURS),
+                born: rng.random_range(1920..=2005),
+            });
         }
         World { countries, cities, people }
     }
@@ -885,7 +945,11 @@ impl World {
             } else {
                 format!("The favourite colour of {p} is {}.", person.colour)
             },
-            if rng.random_bool(0.5) { format!("{p} was born in {}.", person.born) } else { format!("{p} was born in the year {}.", person.born) },
+            if rng.random_bool(0.5) {
+                format!("{p} was born in {}.", person.born)
+            } else {
+                format!("{p} was born in the year {}.", person.born)
+            },
             if rng.random_bool(0.5) { format!("{p} is from {country}.") } else { format!("{p} comes from {country}.") },
         ];
         facts.shuffle(rng);
@@ -902,8 +966,16 @@ impl World {
         let (name, language) = (&country.name, &country.language);
         let capital = &self.cities[country.cities[0]].name;
         let mut facts = vec![
-            if rng.random_bool(0.5) { format!("The capital of {name} is {capital}.") } else { format!("{capital} is the capital of {name}.") },
-            if rng.random_bool(0.5) { format!("People in {name} speak {language}.") } else { format!("The language of {name} is {language}.") },
+            if rng.random_bool(0.5) {
+                format!("The capital of {name} is {capital}.")
+            } else {
+                format!("{capital} is the capital of {name}.")
+            },
+            if rng.random_bool(0.5) {
+                format!("People in {name} speak {language}.")
+            } else {
+                format!("The language of {name} is {language}.")
+            },
         ];
         for &city in &country.cities[1..] {
             if rng.random_bool(0.5) {
@@ -922,7 +994,11 @@ impl World {
     fn city_fact(&self, rng: &mut ChaCha8Rng, city: usize) -> String {
         let city = &self.cities[city];
         let country = &self.countries[city.country].name;
-        if rng.random_bool(0.5) { format!("{} is a city in {country}.", city.name) } else { format!("{} lies in {country}.", city.name) }
+        if rng.random_bool(0.5) {
+            format!("{} is a city in {country}.", city.name)
+        } else {
+            format!("{} lies in {country}.", city.name)
+        }
     }
 }
 
@@ -984,7 +1060,11 @@ fn equation(a: u32, op: Op, b: u32, in_words: bool) -> String {
     };
     // Sized up front: letting `format!` grow the line took most of the time spent on arithmetic.
     let mut line = String::with_capacity(32);
-    let written = if in_words { write!(line, "{a} {word} {b} is {result}.") } else { write!(line, "{a} {symbol} {b} = {result}.") };
+    let written = if in_words {
+        write!(line, "{a} {word} {b} is {result}.")
+    } else {
+        write!(line, "{a} {symbol} {b} = {result}.")
+    };
     written.expect("writing to a String cannot fail");
     line
 }
@@ -1026,7 +1106,10 @@ mod tests {
         let docs = documents(ALL, 3, 1);
         assert_eq!(&docs[0][..80], "Clara often reached the glacier outside the hut. The goatherds waited beside the");
         assert_eq!(&docs[1][..80], "By trade, Sar Roun is a potter. Sar Roun's favourite colour is orange. The capit");
-        assert_eq!(&docs[2][..80], "96 divided by 12 is 8.\n15 divided by 3 is 5.\n4 divided by 2 is 2.\n42 plus 39 is ");
+        assert_eq!(
+            &docs[2][..80],
+            "96 divided by 12 is 8.\n15 divided by 3 is 5.\n4 divided by 2 is 2.\n42 plus 39 is "
+        );
         let first = |family| tasks(family, Split::Test, 1, 1, Difficulty::default()).unwrap().remove(0);
         let arithmetic = first(TaskFamily::Arithmetic);
         assert_eq!((arithmetic.prompt.as_str(), arithmetic.answer.as_str()), ("What is 98 * 37?", "3626"));
@@ -1066,7 +1149,8 @@ mod tests {
 
     fn check_equation(line: &str) {
         let number = |s: &str| s.parse::<u64>().unwrap_or_else(|_| panic!("`{s}` in {line:?} is not a number"));
-        let tokens: Vec<&str> = line.strip_suffix('.').unwrap_or_else(|| panic!("{line:?} has no full stop")).split(' ').collect();
+        let tokens: Vec<&str> =
+            line.strip_suffix('.').unwrap_or_else(|| panic!("{line:?} has no full stop")).split(' ').collect();
         let (a, op, b, result) = match tokens[..] {
             [a, op, b, "=", c] => (number(a), op, number(b), number(c)),
             [a, "divided", "by", b, "is", c] => (number(a), "/", number(b), number(c)),
@@ -1175,7 +1259,11 @@ mod tests {
         let people = known.keys().filter(|(_, relation)| *relation == "job").count();
         assert!((190..=PEOPLE).contains(&people), "{people} people");
         let rare = mentions.values().filter(|&&n| n < 3).count();
-        eprintln!("{} facts, {} mentions, {rare} mentioned fewer than 3 times", mentions.len(), mentions.values().sum::<usize>());
+        eprintln!(
+            "{} facts, {} mentions, {rare} mentioned fewer than 3 times",
+            mentions.len(),
+            mentions.values().sum::<usize>()
+        );
         assert!(rare * 20 < mentions.len(), "{rare} of {} facts mentioned fewer than 3 times", mentions.len());
     }
 
@@ -1186,9 +1274,11 @@ mod tests {
         eprintln!("{} distinct prose words", vocabulary.len());
         assert!((300..=600).contains(&vocabulary.len()), "{} distinct words", vocabulary.len());
 
-        let base: BTreeSet<&str> = TOPICS.iter().flat_map(|t| t.verbs).chain(INTRANSITIVE).map(|&(base, _)| base).collect();
+        let base: BTreeSet<&str> =
+            TOPICS.iter().flat_map(|t| t.verbs).chain(INTRANSITIVE).map(|&(base, _)| base).collect();
         let third: BTreeSet<String> = base.iter().map(|verb| add_s(verb)).collect();
-        let past: BTreeSet<&str> = TOPICS.iter().flat_map(|t| t.verbs).chain(INTRANSITIVE).map(|&(_, past)| past).collect();
+        let past: BTreeSet<&str> =
+            TOPICS.iter().flat_map(|t| t.verbs).chain(INTRANSITIVE).map(|&(_, past)| past).collect();
         let names: BTreeSet<String> = CAST.iter().map(|(name, _)| name.to_ascii_lowercase()).collect();
         for doc in &docs {
             let words: Vec<String> = words(doc).collect();
@@ -1207,7 +1297,9 @@ mod tests {
                 true => verb == "is" || third.contains(verb),
                 false => verb == "are" || base.contains(verb.as_str()),
             });
-            let past_tense = subjects.iter().all(|&(one, verb)| past.contains(verb.as_str()) || verb == if one { "was" } else { "were" });
+            let past_tense = subjects
+                .iter()
+                .all(|&(one, verb)| past.contains(verb.as_str()) || verb == if one { "was" } else { "were" });
             assert!(present || past_tense, "disagreeing subject and verb in {doc}");
             // A document keeps one tense throughout.
             let is = words.iter().any(|w| w == "is" || w == "are");
@@ -1225,12 +1317,19 @@ mod tests {
                     assert!(task.prompt.is_ascii() && task.prompt.len() <= 56 && task.answer.len() <= 32, "{task:?}");
                     match family {
                         TaskFamily::Arithmetic => {
-                            let problem = task.prompt.strip_prefix("What is ").and_then(|p| p.strip_suffix('?')).unwrap();
+                            let problem =
+                                task.prompt.strip_prefix("What is ").and_then(|p| p.strip_suffix('?')).unwrap();
                             check_equation(&format!("{problem} = {}.", task.answer));
                         }
                         TaskFamily::Reverse => {
                             let word = task.prompt.strip_prefix("Reverse the letters: ").unwrap();
-                            assert!(word.len() >= 5 && word.split(' ').all(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_lowercase())), "{task:?}");
+                            assert!(
+                                word.len() >= 5
+                                    && word
+                                        .split(' ')
+                                        .all(|l| l.len() == 1 && l.bytes().all(|b| b.is_ascii_lowercase())),
+                                "{task:?}"
+                            );
                             assert_eq!(task.answer.chars().rev().collect::<String>(), word);
                         }
                         TaskFamily::Sort => {
@@ -1273,9 +1372,18 @@ mod tests {
             all.into_iter().filter(|s| sorted(s) == *s).map(|s| Problem::Sort(s).canonical()).collect()
         };
         let mut shapes: Vec<(String, Vec<String>)> = (2..=4).map(|n| (format!("{n}-letter sorts"), sorts(n))).collect();
-        shapes.push(("additions".into(), (0..100).flat_map(|a| (a..100).map(move |b| Problem::Add(a, b).canonical())).collect()));
-        shapes.push(("subtractions".into(), (10..100).flat_map(|a| (10..=a).map(move |b| Problem::Subtract(a, b).canonical())).collect()));
-        shapes.push(("multiplications".into(), (0..100).flat_map(|a| (a..100).map(move |b| Problem::Multiply(a, b).canonical())).collect()));
+        shapes.push((
+            "additions".into(),
+            (0..100).flat_map(|a| (a..100).map(move |b| Problem::Add(a, b).canonical())).collect(),
+        ));
+        shapes.push((
+            "subtractions".into(),
+            (10..100).flat_map(|a| (10..=a).map(move |b| Problem::Subtract(a, b).canonical())).collect(),
+        ));
+        shapes.push((
+            "multiplications".into(),
+            (0..100).flat_map(|a| (a..100).map(move |b| Problem::Multiply(a, b).canonical())).collect(),
+        ));
         for (shape, problems) in shapes {
             let test = problems.iter().filter(|c| split_of(c) == Split::Test).count() as f64 / problems.len() as f64;
             assert!((0.08..0.12).contains(&test), "{shape}: {:.1} % test problems", 100.0 * test);
@@ -1309,7 +1417,10 @@ mod tests {
 
     #[test]
     fn names_serialise_in_snake_case() {
-        assert_eq!(serde_json::to_string(&[Family::Prose, Family::Facts, Family::Arithmetic]).unwrap(), r#"["prose","facts","arithmetic"]"#);
+        assert_eq!(
+            serde_json::to_string(&[Family::Prose, Family::Facts, Family::Arithmetic]).unwrap(),
+            r#"["prose","facts","arithmetic"]"#
+        );
         assert_eq!(serde_json::to_string(&Split::Test).unwrap(), r#""test""#);
         let task = tasks(TaskFamily::Reverse, Split::Train, 1, 1, Difficulty::default()).unwrap().remove(0);
         let json = serde_json::to_string(&task).unwrap();

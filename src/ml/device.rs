@@ -5,8 +5,7 @@ use candle_core::Device;
 
 /// What a build without CUDA says when asked for a GPU.
 #[cfg(not(feature = "cuda"))]
-const NO_CUDA: &str =
-    "this build of flow runs on the CPU only; build it with `--features cuda` (scripts/build-cuda.sh does, without a CUDA install; docs/gpu.md)";
+const NO_CUDA: &str = "this build of flow runs on the CPU only; build it with `--features cuda` (scripts/build-cuda.sh does, without a CUDA install; docs/gpu.md)";
 
 /// The device for a stage's `device:` setting.
 pub fn select(name: &str) -> Result<Device, String> {

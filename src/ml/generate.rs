@@ -9,7 +9,13 @@ use super::tokenizer::PAD;
 
 /// The greedy continuation of each prompt: at most `max_tokens` ids, stopping before the first
 /// id in `stop`. Prompts are processed `batch` at a time.
-pub fn greedy(model: &Model, prompts: &[Vec<u32>], max_tokens: usize, stop: &[u32], batch: usize) -> candle_core::Result<Vec<Vec<u32>>> {
+pub fn greedy(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    max_tokens: usize,
+    stop: &[u32],
+    batch: usize,
+) -> candle_core::Result<Vec<Vec<u32>>> {
     let mut out = Vec::with_capacity(prompts.len());
     for chunk in prompts.chunks(batch.max(1)) {
         out.extend(greedy_batch(model, chunk, max_tokens, stop)?);
@@ -17,14 +23,24 @@ pub fn greedy(model: &Model, prompts: &[Vec<u32>], max_tokens: usize, stop: &[u3
     Ok(out)
 }
 
-fn greedy_batch(model: &Model, prompts: &[Vec<u32>], max_tokens: usize, stop: &[u32]) -> candle_core::Result<Vec<Vec<u32>>> {
+fn greedy_batch(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    max_tokens: usize,
+    stop: &[u32],
+) -> candle_core::Result<Vec<Vec<u32>>> {
     let limit = model.config.max_position_embeddings;
     let b = prompts.len();
     // Keep the end of over-long prompts, leaving room for the answer.
-    let prompts: Vec<&[u32]> = prompts.iter().map(|p| &p[p.len().saturating_sub(limit.saturating_sub(max_tokens).max(1))..]).collect();
+    let prompts: Vec<&[u32]> =
+        prompts.iter().map(|p| &p[p.len().saturating_sub(limit.saturating_sub(max_tokens).max(1))..]).collect();
     let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
     let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let mut rows: Vec<Vec<u32>> = prompts.iter().zip(&pads).map(|(p, &n)| std::iter::repeat_n(PAD, n).chain(p.iter().copied()).collect()).collect();
+    let mut rows: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&pads)
+        .map(|(p, &n)| std::iter::repeat_n(PAD, n).chain(p.iter().copied()).collect())
+        .collect();
     let mut outputs: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done = vec![false; b];
     for _ in 0..max_tokens {
@@ -75,7 +91,8 @@ mod tests {
         let model = Model::init(crate::ml::model::tiny(50, 2, 2, false), 9, &Device::Cpu).unwrap();
         let prompts: Vec<Vec<u32>> = vec![vec![5, 6, 7, 8, 9, 10, 11], vec![12], vec![20, 30, 40]];
         let batched = greedy(&model, &prompts, 12, &[], 8).unwrap();
-        let alone: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&model, std::slice::from_ref(p), 12, &[], 1).unwrap().remove(0)).collect();
+        let alone: Vec<Vec<u32>> =
+            prompts.iter().map(|p| greedy(&model, std::slice::from_ref(p), 12, &[], 1).unwrap().remove(0)).collect();
         assert_eq!(batched, alone);
         assert!(batched.iter().all(|o| o.len() == 12));
         // One token at a time by hand, for the first prompt.

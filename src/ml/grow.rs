@@ -66,7 +66,10 @@ pub fn target(c: &Config, plan: &Plan) -> Result<Config, String> {
         return Err("growth cannot shrink the model".into());
     }
     if plan.depth == Depth::Stack && !plan.layers.is_multiple_of(c.num_hidden_layers) {
-        return Err(format!("stack growth needs a multiple of the source's {} layers, not {}", c.num_hidden_layers, plan.layers));
+        return Err(format!(
+            "stack growth needs a multiple of the source's {} layers, not {}",
+            c.num_hidden_layers, plan.layers
+        ));
     }
     let hd = c.head_dim();
     if !plan.hidden.is_multiple_of(hd) {
@@ -161,7 +164,13 @@ pub fn grow(c: &Config, t: &Config, plan: &Plan, src: &HashMap<String, Flat>) ->
             let ones = vec![1.0f32; dd];
             out.insert(format!("{tp}.input_layernorm.weight"), (ones.clone(), vec![dd]));
             out.insert(format!("{tp}.post_attention_layernorm.weight"), (ones, vec![dd]));
-            for (name, rows, cols) in [("self_attn.q_proj", tq_rows, dd), ("self_attn.k_proj", tkv_rows, dd), ("self_attn.v_proj", tkv_rows, dd), ("mlp.gate_proj", ff, dd), ("mlp.up_proj", ff, dd)] {
+            for (name, rows, cols) in [
+                ("self_attn.q_proj", tq_rows, dd),
+                ("self_attn.k_proj", tkv_rows, dd),
+                ("self_attn.v_proj", tkv_rows, dd),
+                ("mlp.gate_proj", ff, dd),
+                ("mlp.up_proj", ff, dd),
+            ] {
                 out.insert(format!("{tp}.{name}.weight"), (rng.normal(rows * cols), vec![rows, cols]));
             }
             out.insert(format!("{tp}.self_attn.o_proj.weight"), (vec![0.0; dd * tq_rows], vec![dd, tq_rows]));
@@ -174,14 +183,19 @@ pub fn grow(c: &Config, t: &Config, plan: &Plan, src: &HashMap<String, Flat>) ->
         out.insert(format!("{tp}.post_attention_layernorm.weight"), (gain(&w("post_attention_layernorm")?), vec![dd]));
         // q/k/v: old heads' rows keep their old input columns (new columns read zeros); new
         // heads are random. o_proj: new output rows and new heads' columns are zero.
-        for (name, rows, trows) in [("self_attn.q_proj", q_rows, tq_rows), ("self_attn.k_proj", kv_rows, tkv_rows), ("self_attn.v_proj", kv_rows, tkv_rows)] {
+        for (name, rows, trows) in [
+            ("self_attn.q_proj", q_rows, tq_rows),
+            ("self_attn.k_proj", kv_rows, tkv_rows),
+            ("self_attn.v_proj", kv_rows, tkv_rows),
+        ] {
             let m = pad(&w(name)?, rows, d, trows, dd, rng.normal(trows * dd));
             out.insert(format!("{tp}.{name}.weight"), (m, vec![trows, dd]));
         }
         let o = pad(&w("self_attn.o_proj")?, d, q_rows, dd, tq_rows, vec![0.0; dd * tq_rows]);
         out.insert(format!("{tp}.self_attn.o_proj.weight"), (o, vec![dd, tq_rows]));
         let (gate, up, down) = (w("mlp.gate_proj")?, w("mlp.up_proj")?, w("mlp.down_proj")?);
-        let (mut g2, mut u2) = (pad(&gate, f, d, ff, dd, rng.normal(ff * dd)), pad(&up, f, d, ff, dd, rng.normal(ff * dd)));
+        let (mut g2, mut u2) =
+            (pad(&gate, f, d, ff, dd, rng.normal(ff * dd)), pad(&up, f, d, ff, dd, rng.normal(ff * dd)));
         let mut dn = pad(&down, d, f, dd, ff, vec![0.0; dd * ff]);
         if plan.widen == Widen::Split {
             for j in f..ff {
@@ -227,7 +241,10 @@ mod tests {
             .map(|(k, v)| (k, (v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), v.dims().to_vec())))
             .collect();
         let out = grow(&m.config, &t, p, &src).unwrap();
-        let tensors = out.into_iter().map(|(k, (data, shape))| (k, Tensor::from_vec(data, shape, &Device::Cpu).unwrap())).collect();
+        let tensors = out
+            .into_iter()
+            .map(|(k, (data, shape))| (k, Tensor::from_vec(data, shape, &Device::Cpu).unwrap()))
+            .collect();
         Model::from_tensors(t, tensors, &Device::Cpu).unwrap()
     }
 
@@ -254,8 +271,20 @@ mod tests {
         let g = grown(&m, &plan(6, Depth::Stack, 16, 24, Widen::Zero));
         for i in 0..6 {
             for part in ["self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj", "input_layernorm"] {
-                let a = g.param(&format!("model.layers.{i}.{part}.weight")).as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                let b = m.param(&format!("model.layers.{}.{part}.weight", i % 2)).as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let a = g
+                    .param(&format!("model.layers.{i}.{part}.weight"))
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let b = m
+                    .param(&format!("model.layers.{}.{part}.weight", i % 2))
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
                 assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "block {i} {part}");
             }
         }
@@ -295,13 +324,16 @@ mod tests {
             let grads = loss.backward().unwrap();
             if touched.len() < g.params().len() {
                 for (name, var) in g.params() {
-                    let norm = grads.get(&var).map_or(0.0, |t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+                    let norm = grads
+                        .get(&var)
+                        .map_or(0.0, |t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
                     if norm > 0.0 {
                         touched.insert(name);
                     }
                 }
                 if losses.len() == 2 {
-                    let missing: Vec<String> = g.params().into_iter().map(|(n, _)| n).filter(|n| !touched.contains(n)).collect();
+                    let missing: Vec<String> =
+                        g.params().into_iter().map(|(n, _)| n).filter(|n| !touched.contains(n)).collect();
                     assert!(missing.is_empty(), "no gradient within two steps: {missing:?}");
                 }
             }

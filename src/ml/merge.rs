@@ -101,7 +101,9 @@ impl Setting {
         let empty = match self {
             Setting::Value(_) => false,
             Setting::Gradient(g) => g.is_empty(),
-            Setting::Rules(rules) => rules.is_empty() || rules.iter().any(|r| matches!(&r.value, RuleValue::Gradient(g) if g.is_empty())),
+            Setting::Rules(rules) => {
+                rules.is_empty() || rules.iter().any(|r| matches!(&r.value, RuleValue::Gradient(g) if g.is_empty()))
+            }
         };
         if empty {
             return Err("gradients and rule lists must not be empty".into());
@@ -118,10 +120,12 @@ impl Setting {
         match self {
             Setting::Value(v) => Some(*v),
             Setting::Gradient(g) => Some(interpolate(g, t)),
-            Setting::Rules(rules) => rules.iter().find(|r| r.filter.as_deref().is_none_or(|f| name.contains(f))).map(|r| match &r.value {
-                RuleValue::Value(v) => *v,
-                RuleValue::Gradient(g) => interpolate(g, t),
-            }),
+            Setting::Rules(rules) => {
+                rules.iter().find(|r| r.filter.as_deref().is_none_or(|f| name.contains(f))).map(|r| match &r.value {
+                    RuleValue::Value(v) => *v,
+                    RuleValue::Gradient(g) => interpolate(g, t),
+                })
+            }
         }
     }
 }
@@ -152,7 +156,9 @@ pub fn merge(s: &Settings, models: &[&[f32]], base: Option<&[f32]>, stream: u64)
     match s.method {
         Method::Linear => {
             let total: f64 = if s.normalize { s.weights.iter().sum() } else { 1.0 };
-            (0..n).map(|j| (models.iter().zip(&s.weights).map(|(m, w)| w * m[j] as f64).sum::<f64>() / total) as f32).collect()
+            (0..n)
+                .map(|j| (models.iter().zip(&s.weights).map(|(m, w)| w * m[j] as f64).sum::<f64>() / total) as f32)
+                .collect()
         }
         Method::Slerp => slerp(s.t, base.expect("slerp has a base"), models[0]),
         Method::ModelStock => model_stock(models, base.expect("model_stock has a base")),
@@ -259,14 +265,17 @@ fn slerp(t: f64, v0: &[f32], v1: &[f32]) -> Vec<f32> {
 /// Model Stock: t = N·cos / (1 + (N−1)·cos) from the mean pairwise cosine of the task
 /// vectors; θ = t·mean(θᵢ) + (1 − t)·θ_base.
 fn model_stock(models: &[&[f32]], base: &[f32]) -> Vec<f32> {
-    let deltas: Vec<Vec<f64>> = models.iter().map(|m| m.iter().zip(base).map(|(a, b)| *a as f64 - *b as f64).collect()).collect();
+    let deltas: Vec<Vec<f64>> =
+        models.iter().map(|m| m.iter().zip(base).map(|(a, b)| *a as f64 - *b as f64).collect()).collect();
     let k = deltas.len() as f64;
     let mut cos_sum = 0.0;
     let mut pairs = 0.0;
     for i in 0..deltas.len() {
         for j in i + 1..deltas.len() {
             let dot: f64 = deltas[i].iter().zip(&deltas[j]).map(|(a, b)| a * b).sum();
-            let norms = (deltas[i].iter().map(|a| a * a).sum::<f64>().sqrt() * deltas[j].iter().map(|a| a * a).sum::<f64>().sqrt()).max(1e-6);
+            let norms = (deltas[i].iter().map(|a| a * a).sum::<f64>().sqrt()
+                * deltas[j].iter().map(|a| a * a).sum::<f64>().sqrt())
+            .max(1e-6);
             cos_sum += (dot / norms).clamp(-1.0, 1.0);
             pairs += 1.0;
         }

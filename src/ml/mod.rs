@@ -4,8 +4,8 @@
 
 pub mod chat;
 pub mod corpus;
-pub mod generate;
 pub mod device;
+pub mod generate;
 pub mod grow;
 pub mod merge;
 pub mod model;

@@ -76,7 +76,10 @@ impl Config {
             return Err(format!("`{name}` must be positive"));
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!("hidden size {} is not a multiple of {} heads", self.hidden_size, self.num_attention_heads));
+            return Err(format!(
+                "hidden size {} is not a multiple of {} heads",
+                self.hidden_size, self.num_attention_heads
+            ));
         }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
@@ -87,7 +90,11 @@ impl Config {
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if !(self.rms_norm_eps > 0.0 && self.rms_norm_eps.is_finite() && self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
+        if !(self.rms_norm_eps > 0.0
+            && self.rms_norm_eps.is_finite()
+            && self.rope_theta > 0.0
+            && self.rope_theta.is_finite())
+        {
             return Err("`rms_norm_eps` and `rope_theta` must be positive".into());
         }
         Ok(())
@@ -163,7 +170,11 @@ impl Model {
             let data: Vec<f32> = if name.ends_with("norm.weight") {
                 vec![1.0; n]
             } else {
-                let s = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") { residual_std } else { std };
+                let s = if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+                    residual_std
+                } else {
+                    std
+                };
                 let normal = Normal::new(0.0f32, s).expect("a valid standard deviation");
                 (0..n).map(|_| normal.sample(&mut rng)).collect()
             };
@@ -174,12 +185,18 @@ impl Model {
     }
 
     /// Builds a model from named tensors, which must be exactly the config's parameters.
-    pub fn from_tensors(config: Config, tensors: HashMap<String, Tensor>, device: &Device) -> candle_core::Result<Self> {
+    pub fn from_tensors(
+        config: Config,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
         config.validate().map_err(candle_core::Error::msg)?;
         let mut tensors = tensors;
         let mut params = BTreeMap::new();
         for (name, shape) in config.parameter_shapes() {
-            let t = tensors.remove(&name).ok_or_else(|| candle_core::Error::msg(format!("checkpoint lacks tensor `{name}`")))?;
+            let t = tensors
+                .remove(&name)
+                .ok_or_else(|| candle_core::Error::msg(format!("checkpoint lacks tensor `{name}`")))?;
             if t.dims() != shape.as_slice() {
                 candle_core::bail!("tensor `{name}` has shape {:?}, the config says {:?}", t.dims(), shape);
             }
@@ -276,13 +293,25 @@ impl Model {
         }
     }
 
-    fn attention(&self, x: &Tensor, pre: &str, cos: &Tensor, sin: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    fn attention(
+        &self,
+        x: &Tensor,
+        pre: &str,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
-        let q = linear(x, &self.p(&format!("{pre}.self_attn.q_proj.weight"))?)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
-        let k = linear(x, &self.p(&format!("{pre}.self_attn.k_proj.weight"))?)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
-        let v = linear(x, &self.p(&format!("{pre}.self_attn.v_proj.weight"))?)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let q =
+            linear(x, &self.p(&format!("{pre}.self_attn.q_proj.weight"))?)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
+        let k = linear(x, &self.p(&format!("{pre}.self_attn.k_proj.weight"))?)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?;
+        let v = linear(x, &self.p(&format!("{pre}.self_attn.v_proj.weight"))?)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?;
         let q = apply_rope(&q.contiguous()?, cos, sin)?;
         let k = apply_rope(&k.contiguous()?, cos, sin)?;
         let (k, v) = (repeat_kv(k, nh / nkv)?, repeat_kv(v.contiguous()?, nh / nkv)?);
@@ -357,7 +386,8 @@ fn repeat_kv(x: Tensor, n: usize) -> candle_core::Result<Tensor> {
 
 /// `[seq, seq]`: 0 on and below the diagonal, -inf above.
 pub fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let data: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let data: Vec<f32> =
+        (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(data, (t, t), device)
 }
 
@@ -389,7 +419,8 @@ mod tests {
     use super::*;
 
     fn batch(vocab: u32, b: usize, t: usize, seed: u32) -> (Tensor, Tensor) {
-        let data: Vec<u32> = (0..b * (t + 1)).map(|i| (i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % vocab).collect();
+        let data: Vec<u32> =
+            (0..b * (t + 1)).map(|i| (i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % vocab).collect();
         let all = Tensor::from_vec(data, (b, t + 1), &Device::Cpu).unwrap();
         (all.narrow(1, 0, t).unwrap(), all.narrow(1, 1, t).unwrap())
     }
@@ -431,7 +462,8 @@ mod tests {
         };
         let logits = model64.forward(&x).unwrap();
         let lp = candle_nn::ops::log_softmax(&logits.reshape(((), 30)).unwrap(), D::Minus1).unwrap();
-        let l = lp.gather(&y.flatten_all().unwrap().unsqueeze(1).unwrap(), 1).unwrap().mean_all().unwrap().neg().unwrap();
+        let l =
+            lp.gather(&y.flatten_all().unwrap().unsqueeze(1).unwrap(), 1).unwrap().mean_all().unwrap().neg().unwrap();
         let grads = l.backward().unwrap();
         let mut checked = 0;
         for (name, var) in model64.params() {
@@ -469,12 +501,18 @@ mod tests {
             let b = back.param(&name).as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}");
         }
-        let mut tensors: HashMap<String, Tensor> = model.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        let mut tensors: HashMap<String, Tensor> =
+            model.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         tensors.insert("extra.weight".into(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap());
         assert!(Model::from_tensors(model.config.clone(), tensors.clone(), &Device::Cpu).is_err());
         tensors.remove("extra.weight");
         tensors.remove("model.norm.weight");
-        assert!(Model::from_tensors(model.config.clone(), tensors, &Device::Cpu).unwrap_err().to_string().contains("model.norm.weight"));
+        assert!(
+            Model::from_tensors(model.config.clone(), tensors, &Device::Cpu)
+                .unwrap_err()
+                .to_string()
+                .contains("model.norm.weight")
+        );
     }
 
     #[test]
@@ -482,7 +520,9 @@ mod tests {
         let a = Model::init(tiny(40, 1, 4, true), 1, &Device::Cpu).unwrap();
         let b = Model::init(tiny(40, 1, 4, true), 1, &Device::Cpu).unwrap();
         let c = Model::init(tiny(40, 1, 4, true), 2, &Device::Cpu).unwrap();
-        let w = |m: &Model| m.param("model.embed_tokens.weight").as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = |m: &Model| {
+            m.param("model.embed_tokens.weight").as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
         assert_eq!(w(&a), w(&b));
         assert_ne!(w(&a), w(&c));
     }
@@ -508,14 +548,21 @@ mod tests {
     #[test]
     fn candle_transformers_llama_reads_our_checkpoint_and_agrees() {
         use candle_transformers::models::llama as hf;
-        let config = Config { hidden_size: 32, intermediate_size: 48, max_position_embeddings: 32, ..tiny(64, 2, 2, false) };
+        let config =
+            Config { hidden_size: 32, intermediate_size: 48, max_position_embeddings: 32, ..tiny(64, 2, 2, false) };
         let model = Model::init(config, 11, &Device::Cpu).unwrap();
         let dir = tempfile::tempdir().unwrap();
         model.save(dir.path()).unwrap();
-        let hf_config: hf::LlamaConfig = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let hf_config: hf::LlamaConfig =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
         let hf_config = hf_config.into_config(false);
         let vb = unsafe {
-            candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
+            candle_nn::VarBuilder::from_mmaped_safetensors(
+                &[dir.path().join("model.safetensors")],
+                DType::F32,
+                &Device::Cpu,
+            )
+            .unwrap()
         };
         let theirs = hf::Llama::load(vb, &hf_config).unwrap();
         let mut cache = hf::Cache::new(false, DType::F32, &hf_config, &Device::Cpu).unwrap();

@@ -44,12 +44,17 @@ impl Float for f64 {
 }
 
 fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (start, end) = l.contiguous_offsets().ok_or_else(|| candle_core::Error::msg("fused op needs a contiguous input"))?;
+    let (start, end) =
+        l.contiguous_offsets().ok_or_else(|| candle_core::Error::msg("fused op needs a contiguous input"))?;
     Ok(&s.as_slice::<T>()?[start..end])
 }
 
 fn row_len(l: &Layout) -> Result<usize> {
-    l.dims().last().copied().filter(|d| *d > 0).ok_or_else(|| candle_core::Error::msg("fused op needs a non-empty last dim"))
+    l.dims()
+        .last()
+        .copied()
+        .filter(|d| *d > 0)
+        .ok_or_else(|| candle_core::Error::msg("fused op needs a non-empty last dim"))
 }
 
 fn softmax_rows<T: Float>(x: &[T], d: usize) -> Vec<T> {
@@ -114,8 +119,12 @@ impl CustomOp2 for SoftmaxGrad {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = row_len(l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(softmax_grad_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d)),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(softmax_grad_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d)),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(softmax_grad_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(softmax_grad_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d))
+            }
             _ => candle_core::bail!("flow-softmax-grad supports f32 and f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -171,8 +180,15 @@ impl CustomOp2 for CrossEntropy {
         Ok((out, Shape::from(n)))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = logits.contiguous()?.apply_op3_no_bwd(&targets.contiguous()?, &grad.contiguous()?, &CrossEntropyGrad)?;
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dx =
+            logits.contiguous()?.apply_op3_no_bwd(&targets.contiguous()?, &grad.contiguous()?, &CrossEntropyGrad)?;
         Ok((Some(dx), None))
     }
 }
@@ -198,12 +214,24 @@ impl CustomOp3 for CrossEntropyGrad {
         "flow-cross-entropy-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let v = row_len(l1)?;
         let t = slice::<u32>(s2, l2)?;
         let out = match (s1, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(ce_grad_rows(slice::<f32>(s1, l1)?, t, slice::<f32>(s3, l3)?, v)),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(ce_grad_rows(slice::<f64>(s1, l1)?, t, slice::<f64>(s3, l3)?, v)),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(ce_grad_rows(slice::<f32>(s1, l1)?, t, slice::<f32>(s3, l3)?, v))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(ce_grad_rows(slice::<f64>(s1, l1)?, t, slice::<f64>(s3, l3)?, v))
+            }
             _ => candle_core::bail!("flow-cross-entropy-grad supports f32 and f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -257,8 +285,12 @@ impl CustomOp2 for RmsNorm {
             candle_core::bail!("rms-norm weight of {} for rows of {}", l2.shape().elem_count(), row_len(l1)?);
         }
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rms_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, self.eps)),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rms_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, self.eps)),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(rms_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, self.eps))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(rms_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, self.eps))
+            }
             _ => candle_core::bail!("flow-rms-norm supports f32 and f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -282,7 +314,8 @@ fn rms_grad_x<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f64) -> Vec<T> {
     let mut dx = vec![T::from_f64(0.0); x.len()];
     dx.par_chunks_mut(d).zip(x.par_chunks(d).zip(dy.par_chunks(d))).for_each(|(dx, (x, dy))| {
         let r = inv_rms(x, eps);
-        let dot = x.iter().zip(dy).zip(w).map(|((a, b), c)| a.to_f64() * r * b.to_f64() * c.to_f64()).sum::<f64>() / d as f64;
+        let dot =
+            x.iter().zip(dy).zip(w).map(|((a, b), c)| a.to_f64() * r * b.to_f64() * c.to_f64()).sum::<f64>() / d as f64;
         for (((o, &a), &b), &c) in dx.iter_mut().zip(x).zip(dy).zip(w) {
             *o = T::from_f64(r * (b.to_f64() * c.to_f64() - a.to_f64() * r * dot));
         }
@@ -295,14 +328,28 @@ impl CustomOp3 for RmsNormGradX {
         "flow-rms-norm-grad-x"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(rms_grad_x(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, slice::<f32>(s3, l3)?, self.eps))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(rms_grad_x(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, slice::<f64>(s3, l3)?, self.eps))
-            }
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rms_grad_x(
+                slice::<f32>(s1, l1)?,
+                slice::<f32>(s2, l2)?,
+                slice::<f32>(s3, l3)?,
+                self.eps,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rms_grad_x(
+                slice::<f64>(s1, l1)?,
+                slice::<f64>(s2, l2)?,
+                slice::<f64>(s3, l3)?,
+                self.eps,
+            )),
             _ => candle_core::bail!("flow-rms-norm-grad-x supports f32 and f64"),
         };
         Ok((out, l1.shape().clone()))
@@ -328,10 +375,13 @@ fn rms_grad_w<T: Float>(x: &[T], dy: &[T], d: usize, eps: f64) -> Vec<T> {
                 acc
             },
         )
-        .reduce(|| vec![0.0f64; d], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
-        });
+        .reduce(
+            || vec![0.0f64; d],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
     partial.into_iter().map(T::from_f64).collect()
 }
 
@@ -343,8 +393,12 @@ impl CustomOp2 for RmsNormGradW {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = row_len(l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(rms_grad_w(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d, self.eps)),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(rms_grad_w(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d, self.eps)),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(rms_grad_w(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d, self.eps))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(rms_grad_w(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d, self.eps))
+            }
             _ => candle_core::bail!("flow-rms-norm-grad-w supports f32 and f64"),
         };
         Ok((out, Shape::from(d)))
@@ -372,7 +426,8 @@ mod tests {
 
     fn sample(shape: (usize, usize), seed: u64) -> Var {
         let n = shape.0 * shape.1;
-        let data: Vec<f64> = (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f64 / 250.0) - 2.0).collect();
+        let data: Vec<f64> =
+            (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f64 / 250.0) - 2.0).collect();
         Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu).unwrap()).unwrap()
     }
 
@@ -400,7 +455,12 @@ mod tests {
         let probe = sample((6, 10), 6);
         let ours = rms_norm(x.as_tensor(), w1.as_tensor(), 1e-5).unwrap();
         let ms = x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let reference = x.as_tensor().broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(w1.as_tensor()).unwrap();
+        let reference = x
+            .as_tensor()
+            .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(w1.as_tensor())
+            .unwrap();
         assert!(max_diff(&ours, &reference) < 1e-12);
         let g1 = (ours * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (reference * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
@@ -419,8 +479,18 @@ mod tests {
         let back = |t: Tensor| t.to_dtype(DType::F64).unwrap();
         for (name, kernel, elementary, tolerance) in [
             ("softmax", softmax_last(x.as_tensor()).unwrap(), back(softmax_last(&half(x.as_tensor())).unwrap()), 1e-2),
-            ("rms_norm", rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap(), back(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()), 3e-2),
-            ("cross_entropy", cross_entropy_rows(x.as_tensor(), &t).unwrap(), back(cross_entropy_rows(&half(x.as_tensor()), &t).unwrap()), 3e-2),
+            (
+                "rms_norm",
+                rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap(),
+                back(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()),
+                3e-2,
+            ),
+            (
+                "cross_entropy",
+                cross_entropy_rows(x.as_tensor(), &t).unwrap(),
+                back(cross_entropy_rows(&half(x.as_tensor()), &t).unwrap()),
+                3e-2,
+            ),
         ] {
             assert!(max_diff(&kernel, &elementary) < tolerance, "{name}: {}", max_diff(&kernel, &elementary));
         }

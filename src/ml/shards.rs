@@ -76,7 +76,8 @@ pub fn write(path: &Path, tokens: &[u32], dtype: Dtype) -> io::Result<()> {
     let mut out = io::BufWriter::new(fs_err::File::create(path)?);
     for &t in tokens {
         match dtype {
-            Dtype::U16 => out.write_all(&u16::try_from(t).map_err(|_| io::Error::other("token id exceeds uint16"))?.to_le_bytes())?,
+            Dtype::U16 => out
+                .write_all(&u16::try_from(t).map_err(|_| io::Error::other("token id exceeds uint16"))?.to_le_bytes())?,
             Dtype::U32 => out.write_all(&t.to_le_bytes())?,
         }
     }
@@ -98,7 +99,8 @@ pub fn read(path: &Path, dtype: Dtype) -> io::Result<Vec<u32>> {
 impl Index {
     pub fn load(dir: &Path) -> io::Result<Self> {
         let bytes = fs_err::read(dir.join("index.json"))?;
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| io::Error::other(format!("`{}`: {e}", dir.join("index.json").display())))?;
+        let index: Index = serde_json::from_slice(&bytes)
+            .map_err(|e| io::Error::other(format!("`{}`: {e}", dir.join("index.json").display())))?;
         if index.version != INDEX_VERSION {
             return Err(io::Error::other(format!("data index version {} is not supported", index.version)));
         }
@@ -109,7 +111,12 @@ impl Index {
     pub fn tokens(&self, dir: &Path, split: &SplitInfo) -> io::Result<Vec<u32>> {
         let tokens = read(&dir.join(&split.file), self.dtype)?;
         if tokens.len() as u64 != split.tokens {
-            return Err(io::Error::other(format!("`{}` holds {} tokens, the index says {}", split.file, tokens.len(), split.tokens)));
+            return Err(io::Error::other(format!(
+                "`{}` holds {} tokens, the index says {}",
+                split.file,
+                tokens.len(),
+                split.tokens
+            )));
         }
         if let Some(bad) = tokens.iter().find(|&&t| t as usize >= self.vocab_size) {
             return Err(io::Error::other(format!("`{}` holds token {bad} outside the vocabulary", split.file)));

@@ -35,7 +35,10 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     /// Trains a byte-level BPE of at most `vocab_size` tokens on `texts`.
-    pub fn train<S: AsRef<str> + Send>(texts: impl Iterator<Item = S> + Send, vocab_size: usize) -> Result<Self, TokenizerError> {
+    pub fn train<S: AsRef<str> + Send>(
+        texts: impl Iterator<Item = S> + Send,
+        vocab_size: usize,
+    ) -> Result<Self, TokenizerError> {
         let byte_level = ByteLevel::new(false, true, true);
         let mut trainer = BpeTrainerBuilder::new()
             .show_progress(false)
@@ -112,14 +115,30 @@ mod tests {
     #[test]
     fn round_trips_exactly_and_encodes_every_byte() {
         let t = trained();
-        for s in ["", "hello", "  lead", "trail  ", "a  b\r\nc", "你好世界", "🦀🦀 emoji", "e\u{301}", "\0\x01\x7f", "<|im_end|>x"] {
+        for s in [
+            "",
+            "hello",
+            "  lead",
+            "trail  ",
+            "a  b\r\nc",
+            "你好世界",
+            "🦀🦀 emoji",
+            "e\u{301}",
+            "\0\x01\x7f",
+            "<|im_end|>x",
+        ] {
             let ids = t.encode(s).unwrap();
             assert_eq!(t.decode(&ids).unwrap(), s, "{s:?} → {ids:?}");
         }
         // Text whose UTF-8 contains every byte value valid UTF-8 can hold (all but C0, C1 and
         // F5..FF) round-trips: the 256 byte symbols are in the alphabet, so nothing is unknown.
         let mut all: String = (0u32..0x800).filter_map(char::from_u32).collect();
-        all.extend((0u32..16).map(|i| if i == 0 { 0x800 } else { i << 12 }).chain([0x10000, 0x40000, 0x80000, 0xC0000, 0x100000]).filter_map(char::from_u32));
+        all.extend(
+            (0u32..16)
+                .map(|i| if i == 0 { 0x800 } else { i << 12 })
+                .chain([0x10000, 0x40000, 0x80000, 0xC0000, 0x100000])
+                .filter_map(char::from_u32),
+        );
         let bytes: std::collections::HashSet<u8> = all.bytes().collect();
         assert_eq!(bytes.len(), 256 - 13);
         assert_eq!(t.decode(&t.encode(&all).unwrap()).unwrap(), all);
@@ -146,6 +165,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         trained().save(&dir.path().join("a.json")).unwrap();
         trained().save(&dir.path().join("b.json")).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), std::fs::read(dir.path().join("b.json")).unwrap());
+        assert_eq!(
+            std::fs::read(dir.path().join("a.json")).unwrap(),
+            std::fs::read(dir.path().join("b.json")).unwrap()
+        );
     }
 }

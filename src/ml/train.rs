@@ -114,9 +114,21 @@ pub struct Windows<'a> {
 }
 
 impl<'a> Windows<'a> {
-    pub fn new(train: &'a [u32], val: &'a [u32], batch: usize, accumulate: usize, seq_len: usize, eval_windows: usize, seed: u64) -> Result<Self, TrainError> {
+    pub fn new(
+        train: &'a [u32],
+        val: &'a [u32],
+        batch: usize,
+        accumulate: usize,
+        seq_len: usize,
+        eval_windows: usize,
+        seed: u64,
+    ) -> Result<Self, TrainError> {
         if train.len() < seq_len + 1 {
-            return Err(TrainError::Data(format!("the train split has {} tokens, fewer than one window of {}", train.len(), seq_len + 1)));
+            return Err(TrainError::Data(format!(
+                "the train split has {} tokens, fewer than one window of {}",
+                train.len(),
+                seq_len + 1
+            )));
         }
         Ok(Self { train, val, batch, accumulate, seq_len, eval_windows, seed })
     }
@@ -129,7 +141,14 @@ impl Batches for Windows<'_> {
             .map(|micro| {
                 let starts = window_starts(self.seed, step, micro, self.accumulate as u64, self.batch, max_start);
                 let (inputs, targets) = windows(self.train, &starts, self.seq_len, device)?;
-                Ok(Micro { inputs, targets, weights: None, positions: None, mask: None, tokens: (self.batch * self.seq_len) as u64 })
+                Ok(Micro {
+                    inputs,
+                    targets,
+                    weights: None,
+                    positions: None,
+                    mask: None,
+                    tokens: (self.batch * self.seq_len) as u64,
+                })
             })
             .collect()
     }
@@ -158,7 +177,13 @@ fn windows(tokens: &[u32], starts: &[usize], t: usize, device: &Device) -> candl
 }
 
 /// Mean next-token loss over `n` evenly spaced, fixed windows of `tokens`.
-pub fn evaluate(model: &Model, tokens: &[u32], seq_len: usize, n: usize, batch: usize) -> Result<(f64, u64), TrainError> {
+pub fn evaluate(
+    model: &Model,
+    tokens: &[u32],
+    seq_len: usize,
+    n: usize,
+    batch: usize,
+) -> Result<(f64, u64), TrainError> {
     if tokens.len() < seq_len + 1 {
         return Err(TrainError::Data(format!("{} tokens cannot fill one window of {}", tokens.len(), seq_len + 1)));
     }
@@ -228,7 +253,8 @@ pub fn run(
         if !loss.is_finite() {
             return Err(TrainError::Data(format!("the loss diverged at step {step} ({loss})")));
         }
-        let val_loss = if step % cfg.eval_every.max(1) == 0 || step == cfg.steps { Some(batches.val_loss(model)?) } else { None };
+        let val_loss =
+            if step % cfg.eval_every.max(1) == 0 || step == cfg.steps { Some(batches.val_loss(model)?) } else { None };
         rows.push(Row { step, tokens, loss, lr: rate, grad_norm, val_loss });
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let done = (step - first) as f64;
@@ -280,7 +306,8 @@ fn load_checkpoint(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<Option<
     let old = previous(dir);
     let dir = if !dir.exists() && old.exists() { old.as_path() } else { dir };
     let Ok(bytes) = fs_err::read(dir.join("state.json")) else { return Ok(None) };
-    let c: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| TrainError::Data(format!("bad checkpoint state: {e}")))?;
+    let c: Checkpoint =
+        serde_json::from_slice(&bytes).map_err(|e| TrainError::Data(format!("bad checkpoint state: {e}")))?;
     let saved = Model::load(dir, model.device())?;
     for (name, var) in model.params() {
         var.set(saved.param(&name).as_tensor())?;

@@ -53,7 +53,9 @@ impl SpecError {
             message: message.into(),
             location: Some(Location { file: source.name.clone(), line: span.line, col: span.col }),
             src: Some(NamedSource::new(source.name.clone(), Arc::clone(&source.text))),
-            span: Some(SourceSpan::from(start..end.max(start + usize::from(end == start && start < source.text.len())))),
+            span: Some(SourceSpan::from(
+                start..end.max(start + usize::from(end == start && start < source.text.len())),
+            )),
             label: label.into(),
             help: None,
         }

@@ -72,8 +72,11 @@ impl Executor {
         Ok(match (own, base) {
             (Executor::Slurm(_), Executor::Slurm(b)) if stage.as_str() == Some("slurm") => Executor::Slurm(b),
             (Executor::Slurm(_), Executor::Slurm(_)) => {
-                let mut merged =
-                    defaults.and_then(|d| d.get("slurm")).filter(|v| !v.is_null()).cloned().unwrap_or(Value::Object(Default::default()));
+                let mut merged = defaults
+                    .and_then(|d| d.get("slurm"))
+                    .filter(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or(Value::Object(Default::default()));
                 if let (Value::Object(m), Some(Value::Object(s))) = (&mut merged, stage.get("slurm")) {
                     m.extend(s.clone());
                 }
@@ -113,14 +116,22 @@ fn options(value: &Value) -> Result<SlurmOptions, ExecutorError> {
     if let Some(t) = &opts.time
         && !is_slurm_time(t)
     {
-        return Err(bad("time", format!("`{t}` is not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)")));
+        return Err(bad(
+            "time",
+            format!("`{t}` is not a Slurm time (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS)"),
+        ));
     }
     if let Some(m) = &opts.mem
         && !is_size(m)
     {
         return Err(bad("mem", format!("`{m}` is not a memory size such as 4096, 500M or 64G")));
     }
-    for (key, n) in [("nodes", opts.nodes), ("ntasks", opts.ntasks), ("ntasks_per_node", opts.ntasks_per_node), ("cpus_per_task", opts.cpus_per_task)] {
+    for (key, n) in [
+        ("nodes", opts.nodes),
+        ("ntasks", opts.ntasks),
+        ("ntasks_per_node", opts.ntasks_per_node),
+        ("cpus_per_task", opts.cpus_per_task),
+    ] {
         if n == Some(0) {
             return Err(bad(key, format!("`{key}` must be at least 1")));
         }
@@ -158,10 +169,21 @@ mod tests {
         let defaults = json!({"slurm": {"partition": "gpu", "time": "1:00:00", "gpus": 1}});
         let Ok(Executor::Slurm(o)) = Executor::resolve(Some(&json!("slurm")), Some(&defaults)) else { panic!() };
         assert_eq!((o.partition.as_deref(), o.gpus.as_deref()), (Some("gpu"), Some("1")));
-        let Ok(Executor::Slurm(o)) = Executor::resolve(Some(&json!({"slurm": {"gpus": "a100:2", "nodes": 2}})), Some(&defaults)) else { panic!() };
-        assert_eq!((o.partition.as_deref(), o.gpus.as_deref(), o.nodes, o.time.as_deref()), (Some("gpu"), Some("a100:2"), Some(2), Some("1:00:00")));
+        let Ok(Executor::Slurm(o)) =
+            Executor::resolve(Some(&json!({"slurm": {"gpus": "a100:2", "nodes": 2}})), Some(&defaults))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (o.partition.as_deref(), o.gpus.as_deref(), o.nodes, o.time.as_deref()),
+            (Some("gpu"), Some("a100:2"), Some(2), Some("1:00:00"))
+        );
         assert_eq!(Executor::resolve(Some(&json!("local")), Some(&defaults)), Ok(Executor::Local));
-        let Ok(Executor::Slurm(o)) = Executor::resolve(Some(&json!({"slurm": {"gpus": 1}})), Some(&json!({"slurm": null}))) else { panic!() };
+        let Ok(Executor::Slurm(o)) =
+            Executor::resolve(Some(&json!({"slurm": {"gpus": 1}})), Some(&json!({"slurm": null})))
+        else {
+            panic!()
+        };
         assert_eq!(o.gpus.as_deref(), Some("1"));
         let Ok(Executor::Slurm(o)) = Executor::resolve(None, Some(&defaults)) else { panic!() };
         assert_eq!(o.partition.as_deref(), Some("gpu"));

@@ -145,10 +145,7 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Workflow, SpecErrors>
     let fail = |message: String| SpecErrors { file: display.clone(), errors: vec![SpecError::whole(message)] };
     let meta = fs_err::metadata(path).map_err(|e| fail(format!("cannot read workflow: {e}")))?;
     if meta.len() > MAX_FILE_BYTES {
-        return Err(fail(format!(
-            "workflow `{display}` is {} bytes; the limit is {MAX_FILE_BYTES}",
-            meta.len()
-        )));
+        return Err(fail(format!("workflow `{display}` is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len())));
     }
     let bytes = fs_err::read(path).map_err(|e| fail(format!("cannot read workflow: {e}")))?;
     parse(path, bytes, overrides)
@@ -214,7 +211,11 @@ impl Validator<'_> {
     /// Checks that `node` is a mapping whose keys are all in `allowed`; returns its entries.
     fn mapping<'n>(&mut self, node: &'n Node, what: &str, allowed: Option<&[&str]>) -> Option<&'n [(Node, Node)]> {
         let Value::Map(entries) = &node.value else {
-            self.error(node.span, format!("{what} must be a mapping, not {}", node.value.type_name()), "expected a mapping");
+            self.error(
+                node.span,
+                format!("{what} must be a mapping, not {}", node.value.type_name()),
+                "expected a mapping",
+            );
             return None;
         };
         for (k, _) in entries {
@@ -240,7 +241,11 @@ impl Validator<'_> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             other => {
-                self.error(node.span, format!("{what} must be a string, not {}", other.type_name()), "expected a string");
+                self.error(
+                    node.span,
+                    format!("{what} must be a string, not {}", other.type_name()),
+                    "expected a string",
+                );
                 None
             }
         }
@@ -250,10 +255,17 @@ impl Validator<'_> {
         const TOP: &[&str] = &["version", "name", "description", "store", "defaults", "stages"];
         let entries = self.mapping(root, "the workflow", Some(TOP))?;
         match root.get("version") {
-            None => self.error_help(root.span, "missing `version`", "workflow starts here", format!("add `version: {VERSION}`")),
-            Some(v) if !matches!(v.value, Value::Int(VERSION)) => {
-                self.error(v.span, format!("unsupported workflow version; this flow reads version {VERSION}"), "unsupported")
-            }
+            None => self.error_help(
+                root.span,
+                "missing `version`",
+                "workflow starts here",
+                format!("add `version: {VERSION}`"),
+            ),
+            Some(v) if !matches!(v.value, Value::Int(VERSION)) => self.error(
+                v.span,
+                format!("unsupported workflow version; this flow reads version {VERSION}"),
+                "unsupported",
+            ),
             Some(_) => {}
         }
         let name = match root.get("name") {
@@ -277,7 +289,12 @@ impl Validator<'_> {
             }
         }
         let Some(stages_node) = root.get("stages") else {
-            self.error_help(root.span, "missing `stages`", "workflow starts here", "a workflow needs at least one stage".into());
+            self.error_help(
+                root.span,
+                "missing `stages`",
+                "workflow starts here",
+                "a workflow needs at least one stage".into(),
+            );
             return None;
         };
         let mut stages = Vec::new();
@@ -312,7 +329,11 @@ impl Validator<'_> {
             if url.starts_with("s3://") || url.starts_with("file:///") {
                 out.remote = Some(url);
             } else {
-                self.error(n.span, "`store.remote` must be `s3://bucket/prefix` or `file:///absolute/dir`", "unsupported remote URL");
+                self.error(
+                    n.span,
+                    "`store.remote` must be `s3://bucket/prefix` or `file:///absolute/dir`",
+                    "unsupported remote URL",
+                );
             }
         }
         if let Some(n) = node.get("salt") {
@@ -321,20 +342,37 @@ impl Validator<'_> {
         if let Some(n) = node.get("push") {
             match n.value {
                 Value::Bool(b) => out.push = b,
-                ref other => self.error(n.span, format!("`store.push` must be a boolean, not {}", other.type_name()), "expected true or false"),
+                ref other => self.error(
+                    n.span,
+                    format!("`store.push` must be a boolean, not {}", other.type_name()),
+                    "expected true or false",
+                ),
             }
         }
         out
     }
 
     fn stage(&mut self, name: &str, span: Span, node: &Node, dir: &Path, names: &BTreeSet<&str>) -> Option<Stage> {
-        const KEYS: &[&str] = &["kind", "description", "needs", "inputs", "with", "run", "env", "outputs", "device", "gpu_share", "executor"];
+        const KEYS: &[&str] = &[
+            "kind",
+            "description",
+            "needs",
+            "inputs",
+            "with",
+            "run",
+            "env",
+            "outputs",
+            "device",
+            "gpu_share",
+            "executor",
+        ];
         if !is_stage_name(name) {
             self.error_help(
                 span,
                 format!("invalid stage name `{name}`"),
                 "invalid name",
-                "stage names start with a letter or `_` and contain only letters, digits, `_` and `-` (at most 128)".into(),
+                "stage names start with a letter or `_` and contain only letters, digits, `_` and `-` (at most 128)"
+                    .into(),
             );
         }
         let what = format!("stage `{name}`");
@@ -377,7 +415,12 @@ impl Validator<'_> {
                         let help = closest(&dep, &names.iter().copied().collect::<Vec<_>>())
                             .map(|n| format!("did you mean `{n}`?"))
                             .unwrap_or_else(|| "`needs` names stages of this workflow".into());
-                        self.error_help(t.span, format!("stage `{name}` needs unknown stage `{dep}`"), "unknown stage", help);
+                        self.error_help(
+                            t.span,
+                            format!("stage `{name}` needs unknown stage `{dep}`"),
+                            "unknown stage",
+                            help,
+                        );
                     } else {
                         stages.push((dep, t.span));
                     }
@@ -406,7 +449,20 @@ impl Validator<'_> {
         let device = node.get("device").and_then(|d| self.string(d, "`device`"));
         let gpu_share = node.get("gpu_share").and_then(|g| self.json(g));
         let executor = node.get("executor").and_then(|e| self.json(e));
-        Some(Stage { name: name.to_owned(), kind: kind?, needs, inputs, with, run, env, device, gpu_share, executor, outputs, span })
+        Some(Stage {
+            name: name.to_owned(),
+            kind: kind?,
+            needs,
+            inputs,
+            with,
+            run,
+            env,
+            device,
+            gpu_share,
+            executor,
+            outputs,
+            span,
+        })
     }
 
     /// `node` as JSON (values that JSON cannot hold, such as non-finite numbers, are errors).
@@ -416,7 +472,11 @@ impl Validator<'_> {
 
     fn outputs(&mut self, node: &Node) -> Vec<String> {
         let Value::Seq(items) = &node.value else {
-            self.error(node.span, format!("`outputs` must be a list of paths, not {}", node.value.type_name()), "expected a list");
+            self.error(
+                node.span,
+                format!("`outputs` must be a list of paths, not {}", node.value.type_name()),
+                "expected a list",
+            );
             return Vec::new();
         };
         let mut out = BTreeSet::new();
@@ -466,7 +526,11 @@ impl Validator<'_> {
                         }
                         Value::Bool(b) => b.to_string(),
                         other => {
-                            self.error(v.span, format!("an `env` value must be a scalar, not {}", other.type_name()), "expected a scalar");
+                            self.error(
+                                v.span,
+                                format!("an `env` value must be a scalar, not {}", other.type_name()),
+                                "expected a scalar",
+                            );
                             continue;
                         }
                     };
@@ -498,7 +562,11 @@ impl Validator<'_> {
             Value::Seq(items) => items.iter().collect(),
             Value::Str(_) => vec![node],
             other => {
-                self.error(node.span, format!("`inputs` must be a list of paths or globs, not {}", other.type_name()), "expected a list");
+                self.error(
+                    node.span,
+                    format!("`inputs` must be a list of paths or globs, not {}", other.type_name()),
+                    "expected a list",
+                );
                 return Vec::new();
             }
         };
@@ -542,11 +610,13 @@ fn expand(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
         return Ok(files.into_iter().collect());
     }
     let full = format!("{}/{}", glob::Pattern::escape(&dir.to_string_lossy()), pattern);
-    let paths = glob::glob(&full).map_err(|e| format!("invalid glob `{pattern}`: {} (at character {})", e.msg, e.pos))?;
+    let paths =
+        glob::glob(&full).map_err(|e| format!("invalid glob `{pattern}`: {} (at character {})", e.msg, e.pos))?;
     for entry in paths {
         let path = entry.map_err(|e| format!("cannot read input `{pattern}`: {e}"))?;
         if path.is_file() {
-            let rel = path.strip_prefix(dir).map_err(|_| format!("input `{pattern}` leaves the workflow's directory"))?;
+            let rel =
+                path.strip_prefix(dir).map_err(|_| format!("input `{pattern}` leaves the workflow's directory"))?;
             files.insert(normalise(rel));
         } else if path.is_dir() {
             walk_files(&path, dir, &mut files).map_err(|e| format!("cannot read input `{pattern}`: {e}"))?;
@@ -613,14 +683,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn apply_override(root: &mut Node, text: &str, source: usize) -> Result<(), yaml::YamlError> {
     let whole = Span { source, start: 0, end: text.chars().count(), line: 1, col: 1 };
     let err = |message: String| yaml::YamlError { message, span: whole };
-    let (path, value_text) = text
-        .split_once('=')
-        .ok_or_else(|| err(format!("`{text}` is not of the form STAGE.with.KEY=VALUE")))?;
+    let (path, value_text) =
+        text.split_once('=').ok_or_else(|| err(format!("`{text}` is not of the form STAGE.with.KEY=VALUE")))?;
     let value_start = path.chars().count() + 1;
-    let mut value = yaml::parse(value_text, source).map_err(|e| yaml::YamlError {
-        message: format!("bad value in `--set`: {}", e.message),
-        span: whole,
-    })?;
+    let mut value = yaml::parse(value_text, source)
+        .map_err(|e| yaml::YamlError { message: format!("bad value in `--set`: {}", e.message), span: whole })?;
     shift(&mut value, value_start);
     let keys: Vec<&str> = path.split('.').collect();
     let (map_path, key_path): (Vec<&str>, &[&str]) = match keys.as_slice() {
@@ -657,7 +724,8 @@ fn child_map<'n>(node: &'n mut Node, key: &str, span: Span) -> Option<&'n mut No
     let idx = match entries.iter().position(|(k, _)| k.as_str() == Some(key)) {
         Some(i) => i,
         None => {
-            entries.push((Node { value: Value::Str(key.to_owned()), span }, Node { value: Value::Map(Vec::new()), span }));
+            entries
+                .push((Node { value: Value::Str(key.to_owned()), span }, Node { value: Value::Map(Vec::new()), span }));
             entries.len() - 1
         }
     };

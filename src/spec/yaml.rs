@@ -101,10 +101,9 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).ok_or_else(|| YamlError {
-                message: format!("`{f}` is not a finite number"),
-                span: self.span,
-            })?,
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .ok_or_else(|| YamlError { message: format!("`{f}` is not a finite number"), span: self.span })?,
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect::<Result<_, _>>()?),
             Value::Map(entries) => {
@@ -127,7 +126,6 @@ impl Node {
             }
         })
     }
-
 }
 
 /// Parses one YAML document. An empty document is `Null`; several documents are an error.
@@ -152,15 +150,10 @@ pub fn parse(text: &str, source: usize) -> Result<Node, YamlError> {
             Event::StreamEnd => break,
             Event::DocumentStart(_) => {
                 if root.is_some() {
-                    return Err(YamlError {
-                        message: "a workflow file holds exactly one YAML document".into(),
-                        span,
-                    });
+                    return Err(YamlError { message: "a workflow file holds exactly one YAML document".into(), span });
                 }
-                let (first, first_span) = events.next().ok_or_else(|| YamlError {
-                    message: "unexpected end of input".into(),
-                    span,
-                })??;
+                let (first, first_span) =
+                    events.next().ok_or_else(|| YamlError { message: "unexpected end of input".into(), span })??;
                 if matches!(first, Event::DocumentEnd) {
                     root = Some(Node { value: Value::Null, span });
                     continue;
@@ -173,10 +166,7 @@ pub fn parse(text: &str, source: usize) -> Result<Node, YamlError> {
             }
         }
     }
-    Ok(root.unwrap_or(Node {
-        value: Value::Null,
-        span: Span { source, start: 0, end: 0, line: 1, col: 1 },
-    }))
+    Ok(root.unwrap_or(Node { value: Value::Null, span: Span { source, start: 0, end: 0, line: 1, col: 1 } }))
 }
 
 struct Builder {
@@ -266,7 +256,10 @@ impl Builder {
                     }
                     if let Some(&first) = seen.get(&text) {
                         return Err(YamlError {
-                            message: format!("duplicate key `{text}` (first defined at line {})", entries[first].0.span.line),
+                            message: format!(
+                                "duplicate key `{text}` (first defined at line {})",
+                                entries[first].0.span.line
+                            ),
                             span: key.span,
                         });
                     }
@@ -279,7 +272,12 @@ impl Builder {
                     let sources = match merge.value {
                         Value::Map(_) => vec![merge],
                         Value::Seq(items) if items.iter().all(|i| matches!(i.value, Value::Map(_))) => items,
-                        _ => return Err(YamlError { message: "`<<` merges a mapping or a list of mappings".into(), span: merge.span }),
+                        _ => {
+                            return Err(YamlError {
+                                message: "`<<` merges a mapping or a list of mappings".into(),
+                                span: merge.span,
+                            });
+                        }
                     };
                     for source in sources {
                         let Value::Map(items) = source.value else { unreachable!("checked above") };
@@ -453,7 +451,9 @@ mod tests {
         let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..10 {
             let p = i - 1;
-            doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
         }
         let err = parse(&doc, 0).unwrap_err();
         assert!(err.message.contains("more than"), "{}", err.message);

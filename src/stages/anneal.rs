@@ -30,7 +30,15 @@ pub struct Params {
 
 impl Kind for Anneal {
     fn about(&self) -> &'static About {
-        &About { name: "anneal", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::pretrain::TRAINED }
+        &About {
+            name: "anneal",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: super::pretrain::TRAINED,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -10,7 +10,15 @@ pub struct Command;
 
 impl Kind for Command {
     fn about(&self) -> &'static About {
-        &About { name: "command", version: 1, roles: Roles::Any, shell: true, device: false, defaults: &[], outputs: &[] }
+        &About {
+            name: "command",
+            version: 1,
+            roles: Roles::Any,
+            shell: true,
+            device: false,
+            defaults: &[],
+            outputs: &[],
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -20,7 +28,9 @@ impl Kind for Command {
             if !ok {
                 return Err(ParamError {
                     path: vec![key.clone()],
-                    message: format!("parameter `{key}` of a command stage must be an identifier (it becomes `FLOW_WITH_{key}`)"),
+                    message: format!(
+                        "parameter `{key}` of a command stage must be an identifier (it becomes `FLOW_WITH_{key}`)"
+                    ),
                 });
             }
         }

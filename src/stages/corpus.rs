@@ -33,7 +33,15 @@ fn documents() -> usize {
 
 impl Kind for Corpus {
     fn about(&self) -> &'static About {
-        &About { name: "corpus", version: 1, roles: Roles::Fixed(&[]), shell: false, device: false, defaults: &["seed"], outputs: &["documents.jsonl"] }
+        &About {
+            name: "corpus",
+            version: 1,
+            roles: Roles::Fixed(&[]),
+            shell: false,
+            device: false,
+            defaults: &["seed"],
+            outputs: &["documents.jsonl"],
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -73,20 +73,29 @@ fn text_field() -> String {
     "text".into()
 }
 
-const ROLES: &[Role] = &[
-    Role { name: "sources", list: true, required: false },
-    Role { name: "tokenizer", list: false, required: false },
-];
+const ROLES: &[Role] =
+    &[Role { name: "sources", list: true, required: false }, Role { name: "tokenizer", list: false, required: false }];
 
 impl Kind for Data {
     fn about(&self) -> &'static About {
-        &About { name: "data", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: false, defaults: &["seed"], outputs: &["index.json", "tokenizer.json", "train.bin"] }
+        &About {
+            name: "data",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: false,
+            defaults: &["seed"],
+            outputs: &["index.json", "tokenizer.json", "train.bin"],
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (p, canonical): (Params, Value) = typed(with)?;
         if !(256 + crate::ml::tokenizer::SPECIAL.len()..=1 << 20).contains(&p.vocab_size) {
-            return Err(invalid("vocab_size", format!("must be between {} and {}", 256 + crate::ml::tokenizer::SPECIAL.len(), 1 << 20)));
+            return Err(invalid(
+                "vocab_size",
+                format!("must be between {} and {}", 256 + crate::ml::tokenizer::SPECIAL.len(), 1 << 20),
+            ));
         }
         if !(0.0..1.0).contains(&p.val_fraction) {
             return Err(invalid("val_fraction", "must be in [0, 1)"));
@@ -141,7 +150,9 @@ impl Kind for Data {
             per_source.push((train, val, docs, bytes));
         }
         if p.val_fraction > 0.0 && per_source.iter().all(|s| s.1.is_empty()) {
-            return Err(StageError::Input("no document fell into the val split; add documents or raise `val_fraction`".into()));
+            return Err(StageError::Input(
+                "no document fell into the val split; add documents or raise `val_fraction`".into(),
+            ));
         }
         let order = mixture(&per_source.iter().map(|s| s.0.len()).collect::<Vec<_>>(), &weights, p.documents, p.seed)?;
         let train_docs: Vec<&str> = order.iter().map(|&(s, i)| per_source[s].0[i].as_str()).collect();
@@ -150,7 +161,11 @@ impl Kind for Data {
             (Some(_), []) => Tokenizer::load(&task.input("tokenizer")?.join("tokenizer.json"))?,
             (None, [file]) => Tokenizer::load(file)?,
             (None, []) => Tokenizer::train(train_docs.iter().copied(), p.vocab_size)?,
-            _ => return Err(StageError::Input("give one tokenizer: a `tokenizer` stage or one `tokenizer.json` input".into())),
+            _ => {
+                return Err(StageError::Input(
+                    "give one tokenizer: a `tokenizer` stage or one `tokenizer.json` input".into(),
+                ));
+            }
         };
         progress(&Progress { step: 2, total: 3, ..Default::default() });
         let encode = |docs: &[&str]| -> Result<Vec<Vec<u32>>, StageError> {
@@ -288,7 +303,12 @@ pub fn is_val(seed: u64, doc: &str, fraction: f64) -> bool {
 /// The train order as (source, document) pairs: each source's documents shuffled by the seed,
 /// interleaved by the largest-deficit rule. Without a `documents` budget, draws as many as the
 /// weights allow without repeating; with one, sources that run out start over.
-pub fn mixture(counts: &[usize], weights: &[f64], documents: Option<usize>, seed: u64) -> Result<Vec<(usize, usize)>, StageError> {
+pub fn mixture(
+    counts: &[usize],
+    weights: &[f64],
+    documents: Option<usize>,
+    seed: u64,
+) -> Result<Vec<(usize, usize)>, StageError> {
     let total: f64 = weights.iter().sum();
     let w: Vec<f64> = weights.iter().map(|x| x / total).collect();
     let n = match documents {

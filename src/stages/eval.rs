@@ -102,12 +102,22 @@ pub struct Score {
 
 impl Kind for Eval {
     fn about(&self) -> &'static About {
-        &About { name: "eval", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &[], outputs: &["metrics.json"] }
+        &About {
+            name: "eval",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &[],
+            outputs: &["metrics.json"],
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (p, canonical): (Params, Value) = typed(with)?;
-        for (key, v) in [("seq_len", p.seq_len), ("windows", p.windows), ("batch", p.batch), ("answer_tokens", p.answer_tokens)] {
+        for (key, v) in
+            [("seq_len", p.seq_len), ("windows", p.windows), ("batch", p.batch), ("answer_tokens", p.answer_tokens)]
+        {
             if v == 0 {
                 return Err(invalid(key, "must be positive"));
             }
@@ -149,7 +159,12 @@ impl Kind for Eval {
             fs_err::write(task.out.join("answers.jsonl"), lines)?;
         }
         let metrics = Metrics { language, tasks };
-        progress(&Progress { step: 1, total: 1, loss: metrics.language.as_ref().map(|l| l.val_loss), ..Default::default() });
+        progress(&Progress {
+            step: 1,
+            total: 1,
+            loss: metrics.language.as_ref().map(|l| l.val_loss),
+            ..Default::default()
+        });
         let mut json = serde_json::to_vec_pretty(&metrics).expect("metrics serialise");
         json.push(b'\n');
         fs_err::write(task.out.join("metrics.json"), json)?;
@@ -206,15 +221,27 @@ pub struct Answer<'a> {
 
 /// Greedy answers to every item and the exact-match score per family (answers compared after
 /// trimming surrounding whitespace).
-pub fn score_tasks<'a>(model: &Model, tokenizer: &Tokenizer, items: &'a [Item], answer_tokens: usize, batch: usize) -> Result<(BTreeMap<String, Score>, Vec<Answer<'a>>), StageError> {
-    let prompts: Vec<Vec<u32>> = items.iter().map(|i| chat::encode_prompt(tokenizer, &i.prompt)).collect::<Result<_, _>>()?;
+pub fn score_tasks<'a>(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    items: &'a [Item],
+    answer_tokens: usize,
+    batch: usize,
+) -> Result<(BTreeMap<String, Score>, Vec<Answer<'a>>), StageError> {
+    let prompts: Vec<Vec<u32>> =
+        items.iter().map(|i| chat::encode_prompt(tokenizer, &i.prompt)).collect::<Result<_, _>>()?;
     let outs = generate::greedy(model, &prompts, answer_tokens, &[IM_END, EOT], batch)?;
     let mut scores: BTreeMap<String, Score> = BTreeMap::new();
     let mut answers = Vec::with_capacity(items.len());
     for (item, out) in items.iter().zip(outs) {
         let got = tokenizer.decode(&out)?;
         let correct = got.trim() == item.answer.trim();
-        let s = scores.entry(item.family.clone()).or_insert(Score { correct: 0, total: 0, accuracy: 0.0, answer_loss: 0.0 });
+        let s = scores.entry(item.family.clone()).or_insert(Score {
+            correct: 0,
+            total: 0,
+            accuracy: 0.0,
+            answer_loss: 0.0,
+        });
         s.total += 1;
         s.correct += correct as usize;
         let prompt = item.prompt.messages.last().map_or("", |m| m.content.as_str());
@@ -239,9 +266,19 @@ pub fn score_tasks<'a>(model: &Model, tokenizer: &Tokenizer, items: &'a [Item], 
 }
 
 /// Loss per token over fixed windows, and bits per byte over the bytes those targets stand for.
-pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u32], p: &Params) -> Result<LanguageMetrics, StageError> {
+pub fn evaluate(
+    model: &Model,
+    tokenizer: &Tokenizer,
+    tokens: &[u32],
+    train: &[u32],
+    p: &Params,
+) -> Result<LanguageMetrics, StageError> {
     if tokens.len() < p.seq_len + 1 {
-        return Err(StageError::Input(format!("the val split has {} tokens, fewer than one window of {}", tokens.len(), p.seq_len + 1)));
+        return Err(StageError::Input(format!(
+            "the val split has {} tokens, fewer than one window of {}",
+            tokens.len(),
+            p.seq_len + 1
+        )));
     }
     let (loss, n_tokens) = crate::ml::train::evaluate(model, tokens, p.seq_len, p.windows, p.batch)?;
     let max_start = tokens.len() - p.seq_len - 1;
@@ -258,7 +295,8 @@ pub fn evaluate(model: &Model, tokenizer: &Tokenizer, tokens: &[u32], train: &[u
         counts[t as usize] += 1;
     }
     let total = counts.iter().sum::<u64>() as f64;
-    let unigram_loss = targets.iter().map(|&t| -(counts[t as usize] as f64 / total).ln()).sum::<f64>() / targets.len() as f64;
+    let unigram_loss =
+        targets.iter().map(|&t| -(counts[t as usize] as f64 / total).ln()).sum::<f64>() / targets.len() as f64;
     let nats = loss * n_tokens as f64;
     Ok(LanguageMetrics {
         val_loss: loss,
@@ -283,7 +321,8 @@ mod tests {
     fn uniform_model(vocab: usize) -> Model {
         let config = crate::ml::model::tiny(vocab, 1, 2, false);
         let seeded = Model::init(config.clone(), 1, &Device::Cpu).unwrap();
-        let mut tensors: HashMap<String, Tensor> = seeded.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+        let mut tensors: HashMap<String, Tensor> =
+            seeded.params().into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
         tensors.insert("lm_head.weight".into(), Tensor::zeros((vocab, 16), DType::F32, &Device::Cpu).unwrap());
         Model::from_tensors(config, tensors, &Device::Cpu).unwrap()
     }
@@ -295,7 +334,15 @@ mod tests {
         let corpus: Vec<String> = (0..40).map(|i| format!("sample text number {i} with some words")).collect();
         let tokenizer = Tokenizer::train(corpus.iter().map(String::as_str), vocab).unwrap();
         let tokens: Vec<u32> = (0..2000u32).map(|i| (i * 37 + 11) % tokenizer.vocab_size() as u32).collect();
-        let p = Params { seq_len: 16, windows: 10, batch: 4, prompts: vec![], max_tokens: 1, tasks_file: tasks_file(), answer_tokens: 1 };
+        let p = Params {
+            seq_len: 16,
+            windows: 10,
+            batch: 4,
+            prompts: vec![],
+            max_tokens: 1,
+            tasks_file: tasks_file(),
+            answer_tokens: 1,
+        };
         let a = evaluate(&model, &tokenizer, &tokens, &tokens, &p).unwrap();
         assert!((a.val_loss - (vocab as f64).ln()).abs() < 1e-5, "{} vs ln V = {}", a.val_loss, (vocab as f64).ln());
         assert_eq!(a.tokens, 160);

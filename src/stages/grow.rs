@@ -53,7 +53,15 @@ const ROLES: &[Role] = &[Role { name: "model", list: false, required: true }];
 
 impl Kind for Grow {
     fn about(&self) -> &'static About {
-        &About { name: "grow", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
+        &About {
+            name: "grow",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: super::MODEL,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -76,7 +76,15 @@ impl Params {
 
 impl Kind for Init {
     fn about(&self) -> &'static About {
-        &About { name: "init", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
+        &About {
+            name: "init",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: super::MODEL,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

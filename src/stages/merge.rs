@@ -51,14 +51,20 @@ fn yes() -> bool {
     true
 }
 
-const ROLES: &[Role] = &[
-    Role { name: "models", list: true, required: true },
-    Role { name: "base", list: false, required: false },
-];
+const ROLES: &[Role] =
+    &[Role { name: "models", list: true, required: true }, Role { name: "base", list: false, required: false }];
 
 impl Kind for Merge {
     fn about(&self) -> &'static About {
-        &About { name: "merge", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::MODEL }
+        &About {
+            name: "merge",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: super::MODEL,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -95,10 +101,16 @@ impl Kind for Merge {
         let base_dir = task.inputs.get("base").and_then(|b| b.first()).cloned();
         match (p.method, base_dir.is_some(), dirs.len()) {
             (Method::Slerp, true, 1) | (Method::Linear, _, 1..) => {}
-            (Method::Slerp, _, _) => return Err(StageError::Input("slerp needs a `base` and exactly one of `models`".into())),
+            (Method::Slerp, _, _) => {
+                return Err(StageError::Input("slerp needs a `base` and exactly one of `models`".into()));
+            }
             (Method::ModelStock, true, 2..) => {}
-            (Method::ModelStock, _, _) => return Err(StageError::Input("model_stock needs a `base` and at least two `models`".into())),
-            (m, false, _) if m.needs_base() => return Err(StageError::Input(format!("{m:?} merges task vectors and needs a `base`"))),
+            (Method::ModelStock, _, _) => {
+                return Err(StageError::Input("model_stock needs a `base` and at least two `models`".into()));
+            }
+            (m, false, _) if m.needs_base() => {
+                return Err(StageError::Input(format!("{m:?} merges task vectors and needs a `base`")));
+            }
             _ => {}
         }
         let weights = p.weights.clone().unwrap_or_else(|| vec![1.0; dirs.len()]);
@@ -120,7 +132,11 @@ impl Kind for Merge {
         let settings = |name: &str| -> Result<Settings, StageError> {
             let depth = merge::depth(name, layers);
             let at = |key: &str, s: &Setting| {
-                s.at(name, depth).ok_or_else(|| StageError::Input(format!("no rule of `{key}` applies to tensor `{name}`; add one without a `filter`")))
+                s.at(name, depth).ok_or_else(|| {
+                    StageError::Input(format!(
+                        "no rule of `{key}` applies to tensor `{name}`; add one without a `filter`"
+                    ))
+                })
             };
             Ok(Settings {
                 method: p.method,
@@ -135,14 +151,19 @@ impl Kind for Merge {
             })
         };
         let shapes = reference.config.parameter_shapes();
-        let tables: Vec<HashMap<String, candle_core::Var>> = models.iter().map(|m| m.params().into_iter().collect()).collect();
-        let base_table: Option<HashMap<String, candle_core::Var>> = base.as_ref().map(|m| m.params().into_iter().collect());
+        let tables: Vec<HashMap<String, candle_core::Var>> =
+            models.iter().map(|m| m.params().into_iter().collect()).collect();
+        let base_table: Option<HashMap<String, candle_core::Var>> =
+            base.as_ref().map(|m| m.params().into_iter().collect());
         let mut merged = HashMap::new();
         for (i, (name, shape)) in shapes.iter().enumerate() {
             let flat = |table: &HashMap<String, candle_core::Var>| -> Result<Vec<f32>, StageError> {
                 let t = table.get(name).ok_or_else(|| StageError::Input(format!("a model lacks tensor `{name}`")))?;
                 if t.dims() != shape.as_slice() {
-                    return Err(StageError::Input(format!("tensor `{name}` has shape {:?} in one model and {shape:?} in another", t.dims())));
+                    return Err(StageError::Input(format!(
+                        "tensor `{name}` has shape {:?} in one model and {shape:?} in another",
+                        t.dims()
+                    )));
                 }
                 Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?)
             };

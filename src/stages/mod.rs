@@ -273,8 +273,14 @@ impl Registry {
     pub fn check(&self, workflow: &Workflow) -> Result<Vec<Checked>, SpecErrors> {
         let mut errors = Vec::new();
         for key in workflow.defaults.keys() {
-            if !STAGE_DEFAULTS.contains(&key.as_str()) && !self.kinds.iter().any(|k| k.about().defaults.contains(&key.as_str())) {
-                errors.push(workflow.error_at_key(&["defaults", key], format!("no stage kind takes a default `{key}`"), "unknown default"));
+            if !STAGE_DEFAULTS.contains(&key.as_str())
+                && !self.kinds.iter().any(|k| k.about().defaults.contains(&key.as_str()))
+            {
+                errors.push(workflow.error_at_key(
+                    &["defaults", key],
+                    format!("no stage kind takes a default `{key}`"),
+                    "unknown default",
+                ));
             }
         }
         let default_device = workflow.defaults.get("device");
@@ -318,7 +324,10 @@ impl Registry {
                     Some(near) => format!("did you mean `{near}`? Available kinds: {}", names.join(", ")),
                     None => format!("available kinds: {}", names.join(", ")),
                 };
-                errors.push(err(&["kind"], format!("unknown kind `{}` in stage `{}`", stage.kind, stage.name), "unknown kind").with_help(help));
+                errors.push(
+                    err(&["kind"], format!("unknown kind `{}` in stage `{}`", stage.kind, stage.name), "unknown kind")
+                        .with_help(help),
+                );
                 continue;
             };
             let kind = kind_impl.about();
@@ -335,12 +344,20 @@ impl Registry {
                 _ => {}
             }
             if !kind.shell && !stage.env.is_empty() {
-                errors.push(err(&["env"], "`env` is only allowed on `kind: command` stages".into(), "not a command stage"));
+                errors.push(err(
+                    &["env"],
+                    "`env` is only allowed on `kind: command` stages".into(),
+                    "not a command stage",
+                ));
             }
             if !kind.shell && !stage.outputs.is_empty() {
                 errors.push(
-                    err(&["outputs"], "`outputs` is only allowed on `kind: command` stages".into(), "not a command stage")
-                        .with_help(format!("kind `{}` checks what it writes itself", kind.name)),
+                    err(
+                        &["outputs"],
+                        "`outputs` is only allowed on `kind: command` stages".into(),
+                        "not a command stage",
+                    )
+                    .with_help(format!("kind `{}` checks what it writes itself", kind.name)),
                 );
             }
             if let Roles::Fixed(roles) = kind.roles {
@@ -349,8 +366,16 @@ impl Registry {
                         None => {
                             let names: Vec<&str> = roles.iter().map(|r| r.name).collect();
                             errors.push(
-                                err(&["needs", role], format!("kind `{}` has no role `{role}`", kind.name), "unknown role")
-                                    .with_help(format!("`{}` reads: {}", kind.name, names.join(", "))),
+                                err(
+                                    &["needs", role],
+                                    format!("kind `{}` has no role `{role}`", kind.name),
+                                    "unknown role",
+                                )
+                                .with_help(format!(
+                                    "`{}` reads: {}",
+                                    kind.name,
+                                    names.join(", ")
+                                )),
                             );
                         }
                         Some(r) if !r.list && need.is_list => errors.push(err(
@@ -362,7 +387,11 @@ impl Registry {
                     }
                 }
                 for r in roles.iter().filter(|r| r.required && !stage.needs.contains_key(r.name)) {
-                    errors.push(err(&["needs"], format!("stage `{}` of kind `{}` needs a `{}` role", stage.name, kind.name, r.name), "missing role"));
+                    errors.push(err(
+                        &["needs"],
+                        format!("stage `{}` of kind `{}` needs a `{}` role", stage.name, kind.name, r.name),
+                        "missing role",
+                    ));
                 }
             }
             let mut with = Map::new();
@@ -388,7 +417,12 @@ impl Registry {
                     continue;
                 }
             };
-            let device = match stage.device.as_ref().map(|d| Value::String(d.clone())).or_else(|| default_device.cloned()) {
+            let device = match stage
+                .device
+                .as_ref()
+                .map(|d| Value::String(d.clone()))
+                .or_else(|| default_device.cloned())
+            {
                 None => "auto".to_owned(),
                 Some(Value::String(d)) if is_device(&d) => d,
                 Some(other) => {
@@ -405,7 +439,8 @@ impl Registry {
             let gpu_share = match stage.gpu_share.as_ref().map(gpu_share) {
                 None => default_gpu_share,
                 Some(_) if !kind.device => {
-                    let message = format!("`gpu_share` on stage `{}`, whose kind `{}` takes no GPU", stage.name, kind.name);
+                    let message =
+                        format!("`gpu_share` on stage `{}`, whose kind `{}` takes no GPU", stage.name, kind.name);
                     errors.push(err(&["gpu_share"], message, "not a GPU stage"));
                     continue;
                 }
@@ -423,7 +458,8 @@ impl Registry {
                     continue;
                 }
             };
-            let outputs = if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
+            let outputs =
+                if kind.shell { stage.outputs.clone() } else { kind.outputs.iter().map(|o| o.to_string()).collect() };
             out.push(Checked {
                 kind_version: kind.version,
                 params,
@@ -435,11 +471,7 @@ impl Registry {
                 outputs,
             });
         }
-        if errors.is_empty() {
-            Ok(out)
-        } else {
-            Err(SpecErrors { file: workflow.path.display().to_string(), errors })
-        }
+        if errors.is_empty() { Ok(out) } else { Err(SpecErrors { file: workflow.path.display().to_string(), errors }) }
     }
 }
 
@@ -472,5 +504,6 @@ fn gpu_share(v: &Value) -> Result<u16, String> {
 
 /// Whether `d` names a device: `cpu`, `cuda`, `cuda:N` or `auto`.
 pub fn is_device(d: &str) -> bool {
-    matches!(d, "cpu" | "cuda" | "auto") || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    matches!(d, "cpu" | "cuda" | "auto")
+        || d.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }

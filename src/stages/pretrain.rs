@@ -166,10 +166,8 @@ pub struct TrainerState {
     pub final_val_loss: Option<f64>,
 }
 
-pub const ROLES: &[Role] = &[
-    Role { name: "model", list: false, required: true },
-    Role { name: "data", list: false, required: true },
-];
+pub const ROLES: &[Role] =
+    &[Role { name: "model", list: false, required: true }, Role { name: "data", list: false, required: true }];
 
 impl Optim {
     pub fn check(&self) -> Result<(), ParamError> {
@@ -194,7 +192,13 @@ impl Optim {
     }
 
     pub fn adamw(&self) -> AdamWConfig {
-        AdamWConfig { beta1: self.betas[0], beta2: self.betas[1], eps: self.eps, weight_decay: self.weight_decay, decay_all: false }
+        AdamWConfig {
+            beta1: self.betas[0],
+            beta2: self.betas[1],
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay_all: false,
+        }
     }
 
     /// The loop settings for a run of `steps` steps.
@@ -228,7 +232,15 @@ impl Common {
 
 impl Kind for Pretrain {
     fn about(&self) -> &'static About {
-        &About { name: "pretrain", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: TRAINED }
+        &About {
+            name: "pretrain",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: TRAINED,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -281,7 +293,10 @@ pub fn train_stage(
 
 pub fn check_positions(model: &Model, seq_len: usize) -> Result<(), StageError> {
     if seq_len > model.config.max_position_embeddings {
-        return Err(StageError::Input(format!("seq_len {seq_len} exceeds the model's {} positions", model.config.max_position_embeddings)));
+        return Err(StageError::Input(format!(
+            "seq_len {seq_len} exceeds the model's {} positions",
+            model.config.max_position_embeddings
+        )));
     }
     Ok(())
 }
@@ -310,7 +325,14 @@ pub fn train_loop(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Row>, StageError> {
     Ok(train::run(model, opt, cfg, lr, batches, &task.resume, &mut |t| {
-        progress(&Progress { step: t.step, total: t.total, loss: Some(t.loss), tokens_per_s: Some(t.tokens_per_s), eta_s: Some(t.eta_s), device: None })
+        progress(&Progress {
+            step: t.step,
+            total: t.total,
+            loss: Some(t.loss),
+            tokens_per_s: Some(t.tokens_per_s),
+            eta_s: Some(t.eta_s),
+            device: None,
+        })
     })?)
 }
 
@@ -325,8 +347,14 @@ pub fn same_tokenizer(model_dir: &Path, data_dir: &Path) -> Result<(), StageErro
 }
 
 /// What [`write_outputs`] leaves: the model folder, the optimizer state and the metrics.
-pub const TRAINED: &[&str] =
-    &["config.json", "model.safetensors", "tokenizer.json", "optimizer.safetensors", "metrics.jsonl", "trainer_state.json"];
+pub const TRAINED: &[&str] = &[
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "optimizer.safetensors",
+    "metrics.jsonl",
+    "trainer_state.json",
+];
 
 pub fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
     model.save(out)?;

@@ -55,10 +55,8 @@ fn file() -> String {
     "train.jsonl".into()
 }
 
-const ROLES: &[Role] = &[
-    Role { name: "model", list: false, required: true },
-    Role { name: "data", list: false, required: false },
-];
+const ROLES: &[Role] =
+    &[Role { name: "model", list: false, required: true }, Role { name: "data", list: false, required: false }];
 
 /// `sft_data.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -83,7 +81,15 @@ pub struct DataReport {
 
 impl Kind for Sft {
     fn about(&self) -> &'static About {
-        &About { name: "sft", version: 1, roles: Roles::Fixed(ROLES), shell: false, device: true, defaults: &["seed"], outputs: super::pretrain::TRAINED }
+        &About {
+            name: "sft",
+            version: 1,
+            roles: Roles::Fixed(ROLES),
+            shell: false,
+            device: true,
+            defaults: &["seed"],
+            outputs: super::pretrain::TRAINED,
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -112,7 +118,10 @@ impl Kind for Sft {
             files.push(dir.join(&p.file));
         }
         if let Some(other) = task.files.iter().find(|f| f.extension().is_none_or(|e| e != "jsonl")) {
-            return Err(StageError::Input(format!("sft reads conversations from `.jsonl` files; `{}` is not one", other.display())));
+            return Err(StageError::Input(format!(
+                "sft reads conversations from `.jsonl` files; `{}` is not one",
+                other.display()
+            )));
         }
         files.extend(task.files.iter().cloned());
         if files.is_empty() {
@@ -139,7 +148,11 @@ impl Kind for Sft {
 }
 
 /// Reads, encodes, truncates and splits the conversations of `files`.
-fn prepare(files: &[PathBuf], tokenizer: &Tokenizer, p: &Params) -> Result<(Vec<Encoded>, Vec<Encoded>, DataReport), StageError> {
+fn prepare(
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    p: &Params,
+) -> Result<(Vec<Encoded>, Vec<Encoded>, DataReport), StageError> {
     let mut report = DataReport::default();
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for path in files {

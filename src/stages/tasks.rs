@@ -40,7 +40,15 @@ fn test() -> usize {
 
 impl Kind for Tasks {
     fn about(&self) -> &'static About {
-        &About { name: "tasks", version: 2, roles: Roles::Fixed(&[]), shell: false, device: false, defaults: &["seed"], outputs: &[] }
+        &About {
+            name: "tasks",
+            version: 2,
+            roles: Roles::Fixed(&[]),
+            shell: false,
+            device: false,
+            defaults: &["seed"],
+            outputs: &[],
+        }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
@@ -62,7 +70,9 @@ impl Kind for Tasks {
 
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
-        for (i, (file, split, n)) in [("train.jsonl", Split::Train, p.train), ("test.jsonl", Split::Test, p.test)].into_iter().enumerate() {
+        for (i, (file, split, n)) in
+            [("train.jsonl", Split::Train, p.train), ("test.jsonl", Split::Test, p.test)].into_iter().enumerate()
+        {
             write(&task.out.join(file), &p.families, split, n, p.seed, p.difficulty)?;
             progress(&Progress { step: i as u64 + 1, total: 2, ..Default::default() });
         }
@@ -70,7 +80,14 @@ impl Kind for Tasks {
     }
 }
 
-fn write(path: &Path, families: &[TaskFamily], split: Split, n: usize, seed: u64, difficulty: Difficulty) -> Result<(), StageError> {
+fn write(
+    path: &Path,
+    families: &[TaskFamily],
+    split: Split,
+    n: usize,
+    seed: u64,
+    difficulty: Difficulty,
+) -> Result<(), StageError> {
     let mut out = std::io::BufWriter::new(fs_err::File::create(path)?);
     for &family in families {
         for t in corpus::tasks(family, split, n, seed, difficulty).map_err(StageError::Input)? {

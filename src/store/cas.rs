@@ -168,7 +168,9 @@ pub(crate) mod conformance {
     #[tokio::test]
     #[ignore = "needs the S3-compatible server scripts/test.sh starts"]
     async fn s3_backend_conforms() {
-        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"));
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"))
+        };
         let s3 = object_store::aws::AmazonS3Builder::new()
             .with_endpoint(var("FLOW_TEST_S3_ENDPOINT"))
             .with_bucket_name(var("FLOW_TEST_S3_BUCKET"))

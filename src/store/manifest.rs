@@ -95,12 +95,8 @@ impl Manifest {
         }
         let unsafe_ = |path: &str, why| ManifestError::Unsafe { path: path.chars().take(200).collect(), why };
         let mut files = BTreeSet::new();
-        let links: BTreeSet<&str> = self
-            .entries
-            .iter()
-            .filter(|e| matches!(e, Entry::Link { .. }))
-            .map(Entry::path)
-            .collect();
+        let links: BTreeSet<&str> =
+            self.entries.iter().filter(|e| matches!(e, Entry::Link { .. })).map(Entry::path).collect();
         for pair in self.entries.windows(2) {
             if pair[0].path() >= pair[1].path() {
                 return Err(ManifestError::Order(pair[1].path().chars().take(200).collect()));
@@ -166,8 +162,10 @@ pub fn check_relative(path: &str) -> Result<(), &'static str> {
 /// so a target that traverses any of `links` is refused. A target that *is* a link is fine:
 /// that link was checked the same way.
 pub fn link_stays_inside(path: &str, target: &str, links: &BTreeSet<&str>) -> bool {
-    let mut at: Vec<String> =
-        Path::new(path).parent().map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut at: Vec<String> = Path::new(path)
+        .parent()
+        .map(|p| p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     let parts: Vec<Component> = Path::new(target).components().collect();
     for (i, c) in parts.iter().enumerate() {
         match c {
@@ -227,7 +225,15 @@ mod tests {
             (vec![file("")], "empty"),
             (vec![file("a//b")], "normalised"),
             (vec![file("./a")], "normalised"),
-            (vec![Entry::File { path: "big".into(), size: MAX_FILE_SIZE + 1, executable: false, digest: Digest::of(b"") }], "absurd"),
+            (
+                vec![Entry::File {
+                    path: "big".into(),
+                    size: MAX_FILE_SIZE + 1,
+                    executable: false,
+                    digest: Digest::of(b""),
+                }],
+                "absurd",
+            ),
         ] {
             let err = parse(entries.clone()).expect_err(&format!("{entries:?} must be rejected")).to_string();
             assert!(err.contains(want), "{entries:?}: {err}");

@@ -207,7 +207,11 @@ impl Store {
     /// between a commit's ingest and its record.
     fn gc_lock(&self, exclusive: bool) -> Result<std::fs::File, StoreError> {
         let file = fs_err::File::create(self.root.join("locks").join("gc"))?.into_parts().0;
-        if exclusive { file.lock()? } else { file.lock_shared()? }
+        if exclusive {
+            file.lock()?
+        } else {
+            file.lock_shared()?
+        }
         Ok(file)
     }
 
@@ -272,7 +276,13 @@ impl Store {
     /// Commits a finished run: ingests the files of `out` into `cas/`, writes the manifest, then
     /// the record, and materialises the artifact. `replace` overwrites an existing record
     /// (`--force`); otherwise an existing record wins and is returned.
-    pub async fn commit(&self, fp: &Fingerprint, out: &Path, prov: Provenance, replace: bool) -> Result<Record, StoreError> {
+    pub async fn commit(
+        &self,
+        fp: &Fingerprint,
+        out: &Path,
+        prov: Provenance,
+        replace: bool,
+    ) -> Result<Record, StoreError> {
         let _shared = self.gc_lock(false)?;
         let manifest = self.ingest(out)?;
         let manifest_bytes = Bytes::from(manifest.bytes());
@@ -343,7 +353,10 @@ impl Store {
                     entries.push(Entry::File { path: rel_str.to_owned(), size, executable, digest });
                     files.push((path, digest, executable));
                 } else {
-                    return Err(StoreError::BadOutput { path, why: "only files, directories and symlinks are allowed".into() });
+                    return Err(StoreError::BadOutput {
+                        path,
+                        why: "only files, directories and symlinks are allowed".into(),
+                    });
                 }
             }
         }
@@ -424,7 +437,9 @@ impl Store {
                 }
             };
             let manifest = if corrupt.contains(&record.artifact) || !present.contains(&record.artifact) {
-                report.problems.push(format!("record `{key}` points at a missing or corrupt manifest {}", record.artifact));
+                report
+                    .problems
+                    .push(format!("record `{key}` points at a missing or corrupt manifest {}", record.artifact));
                 broken_records.push((fp, Some(record.artifact)));
                 continue;
             } else {
@@ -519,7 +534,12 @@ impl Store {
     }
 
     /// Deletes everything not reachable from the records in `keep` or created after `cutoff`.
-    pub async fn gc(&self, keep: &HashSet<Fingerprint>, cutoff: SystemTime, dry_run: bool) -> Result<GcReport, StoreError> {
+    pub async fn gc(
+        &self,
+        keep: &HashSet<Fingerprint>,
+        cutoff: SystemTime,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
         let _exclusive = self.gc_lock(true)?;
         let mut report = GcReport { dry_run, ..Default::default() };
         let mut live: HashSet<Digest> = HashSet::new();

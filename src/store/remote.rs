@@ -21,7 +21,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion, WriteMultipart};
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, PutResult, UpdateVersion, WriteMultipart,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Manifest, Record, Store, StoreError, cas};
@@ -103,7 +105,12 @@ impl Meter {
     }
 
     fn report(&self, done: u64) {
-        (self.on)(Transfer { direction: self.direction, done, total: self.total, seconds: self.started.elapsed().as_secs_f64() });
+        (self.on)(Transfer {
+            direction: self.direction,
+            done,
+            total: self.total,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
     }
 
     fn finish(&self) {
@@ -138,7 +145,11 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stage `{}` of `{}` on {} (pid {}) since {}", self.stage, self.workflow, self.host, self.pid, self.started)
+        write!(
+            f,
+            "stage `{}` of `{}` on {} (pid {}) since {}",
+            self.stage, self.workflow, self.host, self.pid, self.started
+        )
     }
 }
 
@@ -164,7 +175,10 @@ pub enum Claim {
     /// Someone else's lease: `version` identifies this state of it, so a waiter can tell a
     /// heartbeat (a new version) from silence. `holder` is `None` when the object is not a lease
     /// this flow can read; it still counts as held until it expires.
-    Held { holder: Option<Holder>, version: String },
+    Held {
+        holder: Option<Holder>,
+        version: String,
+    },
 }
 
 /// A lease this process holds. Its heartbeat renews it until [`Lease::release`]; if the process
@@ -204,7 +218,8 @@ impl Remote {
     /// from the AWS config and credentials files (see [`aws_settings`]).
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let bad = |why: String| StoreError::BadRemote { url: url.to_owned(), why };
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected `s3://bucket/prefix` or `file:///dir`".into()))?;
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| bad("expected `s3://bucket/prefix` or `file:///dir`".into()))?;
         let (objects, prefix): (Arc<dyn ObjectStore>, &str) = match scheme {
             "s3" => {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -321,13 +336,17 @@ impl Remote {
         let actual = if size > RANGE {
             let file = tmp.as_file();
             file.set_len(size)?;
-            let ranges: Vec<std::ops::Range<u64>> = (0..size).step_by(RANGE as usize).map(|s| s..(s + RANGE).min(size)).collect();
+            let ranges: Vec<std::ops::Range<u64>> =
+                (0..size).step_by(RANGE as usize).map(|s| s..(s + RANGE).min(size)).collect();
             let path = &path;
             futures::stream::iter(ranges)
                 .map(|range| async move {
-                    let bytes = self.objects.get_range(path, range.clone()).await.map_err(|e| self.object_error(path, e))?;
+                    let bytes =
+                        self.objects.get_range(path, range.clone()).await.map_err(|e| self.object_error(path, e))?;
                     if bytes.len() as u64 != range.end - range.start {
-                        return Err(self.locate(StoreError::Corrupt { key: path.to_string(), actual: Digest::of(&bytes) }));
+                        return Err(
+                            self.locate(StoreError::Corrupt { key: path.to_string(), actual: Digest::of(&bytes) })
+                        );
                     }
                     file.write_all_at(&bytes, range.start)?;
                     meter.add(bytes.len() as u64);
@@ -351,7 +370,8 @@ impl Remote {
                 let chunk = chunk.map_err(|e| self.object_error(&path, e))?;
                 // A remote that sends more than the manifest declares is cut off, not believed.
                 if hasher.count() + chunk.len() as u64 > size {
-                    return Err(self.locate(StoreError::Corrupt { key: path.to_string(), actual: Digest::from_hasher(&hasher) }));
+                    return Err(self
+                        .locate(StoreError::Corrupt { key: path.to_string(), actual: Digest::from_hasher(&hasher) }));
                 }
                 hasher.update(&chunk);
                 std::io::Write::write_all(&mut file, &chunk)?;
@@ -490,13 +510,21 @@ impl Remote {
         loop {
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
             match self.objects.put_opts(&path, PutPayload::from(body.clone()), opts).await {
-                Ok(r) => return Ok(Claim::Taken(self.lease_for(path, me, UpdateVersion { e_tag: r.e_tag, version: r.version }))),
+                Ok(r) => {
+                    return Ok(Claim::Taken(self.lease_for(
+                        path,
+                        me,
+                        UpdateVersion { e_tag: r.e_tag, version: r.version },
+                    )));
+                }
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(self.object_error(&path, e)),
             }
             match self.lease(fp).await? {
                 // A retried create whose first attempt took effect.
-                Claim::Held { holder: Some(h), version } if h == *me => return Ok(Claim::Taken(self.lease_at(path, me, version))),
+                Claim::Held { holder: Some(h), version } if h == *me => {
+                    return Ok(Claim::Taken(self.lease_at(path, me, version)));
+                }
                 held @ Claim::Held { .. } => return Ok(held),
                 // Released between our create and our read: try again.
                 Claim::Free | Claim::Taken(_) => {}
@@ -527,11 +555,13 @@ impl Remote {
         let opts = PutOptions { mode: PutMode::Update(expected), ..Default::default() };
         match self.objects.put_opts(&path, body, opts).await {
             Ok(r) => Ok(Some(self.lease_for(path, me, UpdateVersion { e_tag: r.e_tag, version: r.version }))),
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => match self.lease(fp).await? {
-                // A retried update whose first attempt took effect.
-                Claim::Held { holder: Some(h), version } if h == *me => Ok(Some(self.lease_at(path, me, version))),
-                _ => Ok(None),
-            },
+            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
+                match self.lease(fp).await? {
+                    // A retried update whose first attempt took effect.
+                    Claim::Held { holder: Some(h), version } if h == *me => Ok(Some(self.lease_at(path, me, version))),
+                    _ => Ok(None),
+                }
+            }
             // Backends without conditional updates (a `file://` remote): delete, then create;
             // of two machines racing here, the create lets only one win.
             Err(object_store::Error::NotImplemented { .. }) => {
@@ -566,11 +596,14 @@ impl Remote {
                 let mode = if current.e_tag.is_some() { PutMode::Update(current) } else { PutMode::Overwrite };
                 let opts = PutOptions { mode, ..Default::default() };
                 match objects.put_opts(&beat_path, PutPayload::from(body.clone()), opts).await {
-                    Ok(r) => *beat_version.lock().expect("lease lock") = UpdateVersion { e_tag: r.e_tag, version: r.version },
+                    Ok(r) => {
+                        *beat_version.lock().expect("lease lock") = UpdateVersion { e_tag: r.e_tag, version: r.version }
+                    }
                     Err(object_store::Error::NotImplemented { .. }) => {
                         let opts = PutOptions { mode: PutMode::Overwrite, ..Default::default() };
                         if let Ok(r) = objects.put_opts(&beat_path, PutPayload::from(body.clone()), opts).await {
-                            *beat_version.lock().expect("lease lock") = UpdateVersion { e_tag: r.e_tag, version: r.version };
+                            *beat_version.lock().expect("lease lock") =
+                                UpdateVersion { e_tag: r.e_tag, version: r.version };
                         }
                     }
                     Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
@@ -618,13 +651,22 @@ impl Remote {
     /// kept record needs — but only blobs older than `cutoff` (an upload in progress writes its
     /// blobs before its record), and none at all while a lease is live (renewed within
     /// [`LEASE_STALE`]). Leases older than that were left by dead runs and are deleted.
-    pub async fn gc(&self, keep: &std::collections::HashSet<Fingerprint>, cutoff: SystemTime, dry_run: bool) -> Result<RemoteGc, StoreError> {
+    pub async fn gc(
+        &self,
+        keep: &std::collections::HashSet<Fingerprint>,
+        cutoff: SystemTime,
+        dry_run: bool,
+    ) -> Result<RemoteGc, StoreError> {
         let mut report = RemoteGc { dry_run, ..Default::default() };
         let recent = |meta: &object_store::ObjectMeta| SystemTime::from(meta.last_modified) >= cutoff;
         let list = |prefix: &'static str| {
             let prefix = ObjectPath::from(prefix);
             async move {
-                self.objects.list(Some(&prefix)).try_collect::<Vec<_>>().await.map_err(|e| self.object_error(&prefix, e))
+                self.objects
+                    .list(Some(&prefix))
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.object_error(&prefix, e))
             }
         };
         let delete = |path: ObjectPath| async move {
@@ -646,7 +688,11 @@ impl Remote {
         }
         let mut live = std::collections::HashSet::new();
         for meta in list("ac").await? {
-            let fp = meta.location.filename().and_then(|n| n.strip_suffix(".json")).and_then(|n| n.parse::<Fingerprint>().ok());
+            let fp = meta
+                .location
+                .filename()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse::<Fingerprint>().ok());
             let keep_it = fp.is_some_and(|fp| keep.contains(&fp)) || recent(&meta);
             let record = match fp {
                 Some(fp) if keep_it => self.record(&fp).await.ok().flatten(),
@@ -701,7 +747,9 @@ const AGAIN: u32 = 3;
 const AGAIN_AFTER: Duration = Duration::from_millis(100);
 
 impl Persistent {
-    async fn again<T, Fut: std::future::Future<Output = object_store::Result<T>>>(mut request: impl FnMut() -> Fut) -> object_store::Result<T> {
+    async fn again<T, Fut: std::future::Future<Output = object_store::Result<T>>>(
+        mut request: impl FnMut() -> Fut,
+    ) -> object_store::Result<T> {
         let mut pause = AGAIN_AFTER;
         for _ in 0..AGAIN {
             let started = Instant::now();
@@ -725,7 +773,12 @@ impl std::fmt::Display for Persistent {
 
 #[async_trait::async_trait]
 impl ObjectStore for Persistent {
-    async fn put_opts(&self, location: &ObjectPath, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         Self::again(|| self.0.put_opts(location, payload.clone(), opts.clone())).await
     }
     async fn put_multipart_opts(
@@ -735,7 +788,11 @@ impl ObjectStore for Persistent {
     ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
         self.0.put_multipart_opts(location, opts).await
     }
-    async fn get_opts(&self, location: &ObjectPath, options: object_store::GetOptions) -> object_store::Result<object_store::GetResult> {
+    async fn get_opts(
+        &self,
+        location: &ObjectPath,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
         Self::again(|| self.0.get_opts(location, options.clone())).await
     }
     fn delete_stream(
@@ -744,13 +801,21 @@ impl ObjectStore for Persistent {
     ) -> futures::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
         self.0.delete_stream(locations)
     }
-    fn list(&self, prefix: Option<&ObjectPath>) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
         self.0.list(prefix)
     }
     async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<object_store::ListResult> {
         self.0.list_with_delimiter(prefix).await
     }
-    async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, options: object_store::CopyOptions) -> object_store::Result<()> {
+    async fn copy_opts(
+        &self,
+        from: &ObjectPath,
+        to: &ObjectPath,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
         self.0.copy_opts(from, to, options).await
     }
 }
@@ -785,11 +850,14 @@ pub fn aws_settings() -> Vec<(String, String)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let home = env("HOME").map(PathBuf::from).unwrap_or_default();
     let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
-    let credentials = env("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).unwrap_or_else(|| home.join(".aws/credentials"));
+    let credentials =
+        env("AWS_SHARED_CREDENTIALS_FILE").map(PathBuf::from).unwrap_or_else(|| home.join(".aws/credentials"));
     let config = env("AWS_CONFIG_FILE").map(PathBuf::from).unwrap_or_else(|| home.join(".aws/config"));
     let section = |file: &Path, name: &str| -> Vec<(String, String)> {
         let Ok(ini) = ini::Ini::load_from_file(file) else { return Vec::new() };
-        ini.section(Some(name)).map(|s| s.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()).unwrap_or_default()
+        ini.section(Some(name))
+            .map(|s| s.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+            .unwrap_or_default()
     };
     let config_section = if profile == "default" { "default".to_owned() } else { format!("profile {profile}") };
     let mut out = Vec::new();
@@ -867,7 +935,11 @@ mod tests {
     #[tokio::test]
     async fn publish_then_fetch_restores_the_artifact_bit_for_bit() {
         // Three files: one empty, one small, one of several parts (multipart up, ranges down).
-        let files = vec![("empty", vec![]), ("dir/small.txt", b"hello".to_vec()), ("big.bin", pattern(2 * PART as usize + 123, 7))];
+        let files = vec![
+            ("empty", vec![]),
+            ("dir/small.txt", b"hello".to_vec()),
+            ("big.bin", pattern(2 * PART as usize + 123, 7)),
+        ];
         let (_a, a, record) = local(&files).await;
         let remote = Remote::with_objects("mem://", Arc::new(InMemory::new()), "team");
         let reports = Arc::new(Mutex::new(Vec::new()));
@@ -902,19 +974,31 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ObjectStore for NoRecords {
-        async fn put_opts(&self, location: &ObjectPath, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        async fn put_opts(
+            &self,
+            location: &ObjectPath,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
             if location.as_ref().starts_with("ac/") {
                 return Err(object_store::Error::Generic { store: "NoRecords", source: "connection reset".into() });
             }
             self.0.put_opts(location, payload, opts).await
         }
-        async fn put_multipart_opts(&self, location: &ObjectPath, opts: PutMultipartOptions) -> object_store::Result<Box<dyn MultipartUpload>> {
+        async fn put_multipart_opts(
+            &self,
+            location: &ObjectPath,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
             self.0.put_multipart_opts(location, opts).await
         }
         async fn get_opts(&self, location: &ObjectPath, options: GetOptions) -> object_store::Result<GetResult> {
             self.0.get_opts(location, options).await
         }
-        fn delete_stream(&self, locations: BoxStream<'static, object_store::Result<ObjectPath>>) -> BoxStream<'static, object_store::Result<ObjectPath>> {
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<ObjectPath>>,
+        ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
             self.0.delete_stream(locations)
         }
         fn list(&self, prefix: Option<&ObjectPath>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -923,7 +1007,12 @@ mod tests {
         async fn list_with_delimiter(&self, prefix: Option<&ObjectPath>) -> object_store::Result<ListResult> {
             self.0.list_with_delimiter(prefix).await
         }
-        async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, options: CopyOptions) -> object_store::Result<()> {
+        async fn copy_opts(
+            &self,
+            from: &ObjectPath,
+            to: &ObjectPath,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
             self.0.copy_opts(from, to, options).await
         }
     }
@@ -956,7 +1045,10 @@ mod tests {
         for poison in [b"twelve bytes and more".to_vec(), b"twelve bytez".to_vec()] {
             remote.objects().put(&cas::blob_path(&digest), PutPayload::from(poison)).await.unwrap();
             let err = remote.fetch(&b, &record, quiet()).await.unwrap_err();
-            assert!(matches!(&err, StoreError::Corrupt { key, .. } if key == &format!("mem://bucket/cas/{}/{digest}", digest.shard())), "{err}");
+            assert!(
+                matches!(&err, StoreError::Corrupt { key, .. } if key == &format!("mem://bucket/cas/{}/{digest}", digest.shard())),
+                "{err}"
+            );
             assert!(b.record(&record.fingerprint).await.unwrap().is_none());
             assert!(!b.blob_file(&digest).exists());
             assert_eq!(fs_err::read_dir(b.root().join("tmp")).unwrap().count(), 0, "no temporary file is left");
@@ -971,7 +1063,9 @@ mod tests {
         let other = Holder { host: "elsewhere".into(), pid: 7, ..me.clone() };
         assert!(matches!(remote.lease(&fp).await.unwrap(), Claim::Free));
         let Claim::Taken(lease) = remote.claim(&fp, &me).await.unwrap() else { panic!("a free lease is taken") };
-        let Claim::Held { holder, version } = remote.claim(&fp, &other).await.unwrap() else { panic!("a taken lease is held") };
+        let Claim::Held { holder, version } = remote.claim(&fp, &other).await.unwrap() else {
+            panic!("a taken lease is held")
+        };
         assert_eq!(holder.unwrap(), me);
         // The heartbeat (every ttl/4) changes the version: a waiter sees the holder is alive,
         // and a takeover from the old version fails.
@@ -1008,11 +1102,15 @@ mod tests {
         // blob stays (the leased run may be uploading), and the lease is left alone.
         let everything = SystemTime::now() + Duration::from_secs(3600);
         let fp: Fingerprint = Digest::of(b"running").hex().parse().unwrap();
-        let Claim::Taken(lease) = remote.claim(&fp, &Holder::me("s", "w", Duration::from_secs(60))).await.unwrap() else {
+        let Claim::Taken(lease) = remote.claim(&fp, &Holder::me("s", "w", Duration::from_secs(60))).await.unwrap()
+        else {
             panic!("a free lease is taken")
         };
         let r = remote.gc(&keep, everything, false).await.unwrap();
-        assert_eq!((r.kept_records, r.removed_records, r.removed_blobs, r.live_leases, r.removed_leases), (1, 1, 0, 1, 0));
+        assert_eq!(
+            (r.kept_records, r.removed_records, r.removed_blobs, r.live_leases, r.removed_leases),
+            (1, 1, 0, 1, 0)
+        );
         assert!(remote.record(&dropped.fingerprint).await.unwrap().is_none());
         lease.release().await;
         // A dry run deletes nothing; the real one removes the dropped file and its manifest.
