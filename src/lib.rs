@@ -31,3 +31,5 @@ pub mod spec;
 pub mod stages;
 /// The content-addressed artifact store.
 pub mod store;
+/// Synthetic text and instruction problems, so that everything trains without downloads.
+pub mod synth;

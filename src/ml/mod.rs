@@ -1,9 +1,8 @@
 //! The ML core on candle: the Llama model, our AdamW, learning-rate schedules, the tokenizer,
-//! token shards, the training loop and the synthetic corpus. Knows nothing of workflows,
+//! token shards and the training loop. Knows nothing of workflows,
 //! stores or the scheduler; stage kinds in `stages` are built on it.
 
 pub mod chat;
-pub mod corpus;
 pub mod device;
 pub mod generate;
 pub mod grow;

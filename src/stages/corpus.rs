@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{About, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
-use crate::ml::corpus::{self, Family};
+use crate::synth::{self, Family};
 
 pub struct Corpus;
 
@@ -57,7 +57,7 @@ impl Kind for Corpus {
 
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
-        let docs = corpus::documents(&p.families, p.documents, p.seed);
+        let docs = synth::documents(&p.families, p.documents, p.seed);
         let mut out = std::io::BufWriter::new(fs_err::File::create(task.out.join("documents.jsonl"))?);
         for (i, text) in docs.iter().enumerate() {
             serde_json::to_writer(&mut out, &serde_json::json!({ "text": text })).map_err(std::io::Error::other)?;

@@ -96,6 +96,8 @@ pub enum StageError {
     Tokenizer(#[from] crate::ml::tokenizer::TokenizerError),
     #[error(transparent)]
     Train(#[from] crate::ml::train::TrainError),
+    #[error(transparent)]
+    Synth(#[from] crate::synth::SynthError),
 }
 
 /// Deserialises `with:` into a kind's parameter struct (unknown keys and wrong types are errors

@@ -1,4 +1,4 @@
-//! The `tasks` kind: writes instruction tasks with exactly checkable answers (`ml::corpus`
+//! The `tasks` kind: writes instruction tasks with exactly checkable answers (`synth::problems`
 //! families: arithmetic, word reversal, letter sorting) as conversations — `train.jsonl` for
 //! fine-tuning and `test.jsonl` for `eval`. Train and test never share a problem: a problem's
 //! split is fixed by a hash of the problem itself.
@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{About, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
-use crate::ml::corpus::{self, Difficulty, Split, TaskFamily};
+use crate::synth::{self, Difficulty, ProblemFamily, Split};
 
 pub struct Tasks;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    pub families: Vec<TaskFamily>,
+    pub families: Vec<ProblemFamily>,
     /// Training conversations per family.
     #[serde(default = "train")]
     pub train: usize,
@@ -57,11 +57,11 @@ impl Kind for Tasks {
             return Err(invalid("families", "name at least one family"));
         }
         for (key, n, split) in [("train", p.train, Split::Train), ("test", p.test, Split::Test)] {
-            if n > split.max_tasks() {
-                return Err(invalid(key, format!("at most {} per family", split.max_tasks())));
+            if n > split.max_problems() {
+                return Err(invalid(key, format!("at most {} per family", split.max_problems())));
             }
         }
-        p.difficulty.check().map_err(|e| invalid("difficulty", e))?;
+        p.difficulty.check().map_err(|e| invalid("difficulty", e.to_string()))?;
         if p.train + p.test == 0 {
             return Err(invalid("train", "`train` and `test` are both 0"));
         }
@@ -82,7 +82,7 @@ impl Kind for Tasks {
 
 fn write(
     path: &Path,
-    families: &[TaskFamily],
+    families: &[ProblemFamily],
     split: Split,
     n: usize,
     seed: u64,
@@ -90,7 +90,7 @@ fn write(
 ) -> Result<(), StageError> {
     let mut out = std::io::BufWriter::new(fs_err::File::create(path)?);
     for &family in families {
-        for t in corpus::tasks(family, split, n, seed, difficulty).map_err(StageError::Input)? {
+        for t in synth::problems(family, split, n, seed, difficulty)? {
             let line = json!({
                 "family": family,
                 "messages": [{"role": "user", "content": t.prompt}, {"role": "assistant", "content": t.answer}],
