@@ -8,7 +8,7 @@ use flow::store::{Manifest, Record};
 
 /// A workflow file: parsing, the kinds' checks and the graph either accept it or report
 /// errors that each name their position, and rendering those errors never fails.
-pub fn workflow(data: &[u8]) {
+pub(crate) fn workflow(data: &[u8]) {
     let path = Path::new("/nonexistent/fuzz/wf.yaml");
     let errors = match flow::spec::parse(path, data.to_vec(), &[]) {
         Err(e) => e,
@@ -30,7 +30,7 @@ pub fn workflow(data: &[u8]) {
 }
 
 /// A manifest from an untrusted store: refused, or valid and stable when written back.
-pub fn manifest(data: &[u8]) {
+pub(crate) fn manifest(data: &[u8]) {
     let Ok(m) = Manifest::parse(data) else { return };
     let again = Manifest::parse(&m.bytes()).expect("a valid manifest written back parses");
     assert_eq!(again.digest(), m.digest(), "writing a manifest back is stable");
@@ -39,7 +39,7 @@ pub fn manifest(data: &[u8]) {
 }
 
 /// A record from an untrusted store: refused, or carrying the fingerprint it is stored under.
-pub fn record(data: &[u8]) {
+pub(crate) fn record(data: &[u8]) {
     let expected: Fingerprint =
         "72c455bc47e54c3e5108494f5e1cc7e4fed95b7299225918d71b92546937375e".parse().expect("a fingerprint");
     if let Ok(r) = Record::parse(data, expected) {

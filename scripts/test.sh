@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
+# The mechanical guards first (seconds when the tree is clean): one format, and no clippy
+# warning — which includes printing outside cli/output.rs and pub items nothing outside their
+# module can reach (Cargo.toml's [lints], clippy.toml).
+guards=0
+cargo fmt --check || { echo "the tree is not rustfmt-clean: run \`cargo fmt\`" >&2; guards=1; }
+cargo clippy --all-targets --quiet -- -D warnings || { echo "clippy found warnings (above)" >&2; guards=1; }
 eval "$(bash scripts/s3-server.sh)"
 trap 'kill "$FLOW_TEST_S3_PID" 2>/dev/null || true; bash scripts/slurm.sh stop >/dev/null' EXIT
 # Starting Slurm needs root: as root a failed start fails the run; otherwise the Slurm tests
@@ -41,5 +47,9 @@ if [ "$slurm" = 0 ]; then
 fi
 if [ "${FLOW_TEST_CUDA:-0}" != 1 ]; then
   echo "skipped: no CUDA device — the tests in tests/gpu.rs need a --features cuda build on a GPU machine (FLOW_TEST_CUDA=1); scripts/gpu-check.sh checks a built binary there"
+fi
+if [ "$guards" != 0 ]; then
+  echo "failed: cargo fmt --check or cargo clippy -D warnings (above)"
+  status=1
 fi
 exit "$status"

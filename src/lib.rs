@@ -5,17 +5,18 @@
 //! from its kind, parameters and the *content* of its inputs, and its output is kept in a
 //! content-addressed store, so a second apply re-runs only what changed.
 //!
-//! Architecture (lower layers never import higher ones):
+//! Layers (lower ones never import higher ones; `tests/layers.rs` checks it, and
+//! docs/architecture.md has the map of every file):
 //!
 //! ```text
-//! layer 3   cli                      clap commands, reporters, error rendering; the only printer
-//! layer 2   exec                     prepare, plan, apply (scheduler), fingerprint recipe, events
-//! layer 1   graph   stages   store   the DAG; kinds and their parameters; the artifact store
-//!           ml                       (below stages) model, optimizer, tokenizer, training on candle
-//! layer 0   spec    hash             the YAML language; digests and file hashing
+//! layer 4   cli                         the command line; the only module that prints
+//! layer 3   exec                        prepare, plan, schedule, run, commit, share
+//! layer 2   stages                      the kinds: parameters, checks, in-process runs
+//! layer 1   graph  store  ml  synth     the DAG; the tiered store; candle; synthetic text
+//! layer 0   spec   hash                 the YAML language; digests and fingerprints
 //! ```
 
-/// Command-line interface: argument parsing, reporters and error rendering.
+/// Command-line interface: arguments, one file per command, reporters, error rendering.
 pub mod cli;
 /// Execution: prepare, plan and apply a workflow; the fingerprint recipe; events.
 pub mod exec;
@@ -29,7 +30,7 @@ pub mod ml;
 pub mod spec;
 /// Stage kinds and the registry that checks a workflow against them.
 pub mod stages;
-/// The content-addressed artifact store.
+/// The content-addressed artifact store: local, remote, and the two as tiers.
 pub mod store;
 /// Synthetic text and instruction problems, so that everything trains without downloads.
 pub mod synth;

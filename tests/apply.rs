@@ -1,39 +1,10 @@
 //! Caching behaviour of `flow apply`: hits, invalidation cones, early cutoff, failures.
 
-use crate::util::{Project, logged};
+use crate::util::{Project, fixture_text};
 
 /// a → b → c, a → d; b has a parameter, a reads a file.
 fn diamond(p: &Project) {
-    p.write("data.txt", "hello\n");
-    p.write(
-        "wf.yaml",
-        &format!(
-            r#"version: 1
-stages:
-  a:
-    kind: command
-    inputs: [data.txt]
-    run: '{}'
-  b:
-    kind: command
-    needs: {{in: a}}
-    with: {{x: 1}}
-    run: '{}'
-  c:
-    kind: command
-    needs: {{in: b}}
-    run: '{}'
-  d:
-    kind: command
-    needs: {{in: a}}
-    run: '{}'
-"#,
-            logged("a", "cat data.txt"),
-            logged("b", "{ cat $FLOW_IN_in/out.txt; echo x=$FLOW_WITH_x; }"),
-            logged("c", "cat $FLOW_IN_in/out.txt"),
-            logged("d", "wc -c < $FLOW_IN_in/out.txt"),
-        ),
-    );
+    p.fixture("diamond");
 }
 
 #[test]
@@ -98,14 +69,7 @@ fn a_changed_input_file_reruns_its_cone() {
 #[test]
 fn identical_output_after_a_change_stops_the_invalidation() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        &format!(
-            "version: 1\nstages:\n  up:\n    kind: command\n    with: {{ignored: 1}}\n    run: '{}'\n  down:\n    kind: command\n    needs: {{in: up}}\n    run: '{}'\n",
-            logged("up", "echo constant"),
-            logged("down", "cat $FLOW_IN_in/out.txt"),
-        ),
-    );
+    p.fixture("early_cutoff");
     let first = p.apply("wf.yaml", &[]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     p.clear_runs();
@@ -118,16 +82,7 @@ fn identical_output_after_a_change_stops_the_invalidation() {
 }
 
 fn failing(p: &Project, fail: bool) {
-    p.write(
-        "wf.yaml",
-        &format!(
-            "version: 1\nstages:\n  root:\n    kind: command\n    run: '{}'\n  bad:\n    kind: command\n    needs: {{in: root}}\n    run: '{}'\n  after:\n    kind: command\n    needs: {{in: bad}}\n    run: '{}'\n  other:\n    kind: command\n    needs: {{in: root}}\n    run: 'sleep 0.3; {}'\n",
-            logged("root", "echo r"),
-            logged("bad", if fail { "echo partial > $FLOW_OUT/half; echo boom >&2; exit 1; echo" } else { "echo fixed" }),
-            logged("after", "cat $FLOW_IN_in/out.txt"),
-            logged("other", "echo o"),
-        ),
-    );
+    p.fixture(if fail { "failing_stage" } else { "fixed_stage" });
 }
 
 #[test]
@@ -163,10 +118,7 @@ fn a_failing_stage_skips_its_dependents_and_records_nothing() {
 #[test]
 fn without_keep_going_nothing_new_starts_after_a_failure() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  bad:\n    kind: command\n    run: exit 3\n  later:\n    kind: command\n    needs: {x: gate}\n    run: echo later >> runs.log\n  gate:\n    kind: command\n    run: sleep 0.5\n",
-    );
+    p.fixture("failure_with_gate");
     let r = p.apply("wf.yaml", &["--jobs", "2"]);
     assert_eq!(r.code, 1);
     assert_eq!(r.status("bad"), "failed");
@@ -199,26 +151,7 @@ fn targets_select_a_stage_and_its_dependencies() {
 #[test]
 fn list_roles_and_parameters_reach_the_command() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        r#"version: 1
-stages:
-  x:
-    kind: command
-    run: echo x > $FLOW_OUT/v
-  y:
-    kind: command
-    run: echo y > $FLOW_OUT/v
-  join:
-    kind: command
-    needs: {parts: [y, x]}
-    with: {name: hi, n: 3, list: [1, 2]}
-    env: {GREETING: hello}
-    run: |
-      { cat $FLOW_IN_parts_0/v $FLOW_IN_parts_1/v; echo $FLOW_IN_parts_COUNT $FLOW_WITH_name $FLOW_WITH_n $FLOW_WITH_list $GREETING $FLOW_STAGE; } > $FLOW_OUT/all
-      test "$FLOW_IN_parts" = "$FLOW_IN_parts_0:$FLOW_IN_parts_1"
-"#,
-    );
+    p.fixture("roles_and_parameters");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(p.read(&format!("cache/artifacts/{}/all", r.artifact("join"))), "y\nx\n2 hi 3 [1,2] hello join\n");
@@ -227,7 +160,7 @@ stages:
 #[test]
 fn a_stage_writing_an_escaping_symlink_fails_and_is_not_cached() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: ln -s /etc/passwd $FLOW_OUT/link\n");
+    p.fixture("escaping_symlink");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stage("s")["reason"].as_str().unwrap().contains("link target is absolute"), "{:?}", r.stage("s"));
@@ -278,10 +211,7 @@ fn a_stage_that_exits_0_without_its_declared_outputs_fails_and_is_not_cached() {
 #[test]
 fn flow_resume_keeps_a_commands_checkpoints_until_it_succeeds() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo x >> $FLOW_RESUME/attempts; n=$(wc -l < $FLOW_RESUME/attempts); [ $n -ge 3 ] && echo $n > $FLOW_OUT/n; echo $FLOW_RESUME > resume-dir; [ $n -ge 3 ]'\n",
-    );
+    p.fixture("resume_attempts");
     for attempt in 1..=2 {
         let r = p.apply("wf.yaml", &[]);
         assert_eq!(r.code, 1, "attempt {attempt}: {}", r.stderr);
@@ -299,10 +229,7 @@ fn flow_resume_keeps_a_commands_checkpoints_until_it_succeeds() {
 #[test]
 fn files_written_outside_flow_out_are_not_part_of_the_artifact() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo in > $FLOW_OUT/v; echo cwd > stray; echo up > $FLOW_OUT/../beside; mkdir -p $FLOW_OUT/d; echo deep > $FLOW_OUT/d/w'\n",
-    );
+    p.fixture("stray_files");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = p.cache().join("artifacts").join(r.artifact("s"));
@@ -339,14 +266,7 @@ fn the_lock_file_records_each_stage() {
 #[test]
 fn stage_and_workflow_names_do_not_enter_the_fingerprint() {
     let p = Project::new();
-    p.write(
-        "one.yaml",
-        "version: 1\nname: one\nstages:\n  first:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n",
-    );
-    p.write(
-        "two.yaml",
-        "version: 1\nname: two\nstages:\n  renamed:\n    kind: command\n    run: echo same > $FLOW_OUT/x\n",
-    );
+    p.fixture("renamed_stage");
     let a = p.apply("one.yaml", &[]);
     let b = p.apply("two.yaml", &[]);
     assert_eq!(b.status("renamed"), "cached");
@@ -356,11 +276,7 @@ fn stage_and_workflow_names_do_not_enter_the_fingerprint() {
 #[test]
 fn after_a_failure_with_one_job_no_queued_stage_starts() {
     let p = Project::new();
-    let mut yaml = String::from("version: 1\nstages:\n  bad:\n    kind: command\n    run: exit 1\n");
-    for i in 0..5 {
-        yaml.push_str(&format!("  ok{i}:\n    kind: command\n    run: echo ok{i} >> runs.log\n"));
-    }
-    p.write("wf.yaml", &yaml);
+    p.fixture("failure_with_one_job");
     let r = p.apply("wf.yaml", &["--jobs", "1"]);
     assert_eq!(r.code, 1);
     let ran = r.with_status("ran").len();
@@ -372,7 +288,7 @@ fn after_a_failure_with_one_job_no_queued_stage_starts() {
 #[test]
 fn passed_through_environment_is_fingerprinted_but_never_written_in_clear() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    env: [API_TOKEN]\n    run: echo $API_TOKEN | wc -c > $FLOW_OUT/len\n");
+    p.fixture("secret_env");
     let run = |token: &str| {
         crate::util::parse_applied(p.command(&["apply", "wf.yaml", "--json"]).env("API_TOKEN", token).output().unwrap())
     };
@@ -388,30 +304,21 @@ fn passed_through_environment_is_fingerprinted_but_never_written_in_clear() {
 #[test]
 fn the_record_keeps_the_stage_device_as_provenance() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\ndefaults: {device: cpu}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n",
-    );
+    p.fixture("device_provenance");
     let r = p.apply("wf.yaml", &[]);
     let fp = r.stage("s")["fingerprint"].as_str().unwrap().to_owned();
     let record: serde_json::Value = serde_json::from_str(&p.read(&format!("cache/ac/{fp}.json"))).unwrap();
     assert_eq!(record["device"], "cpu");
     assert_eq!(record["stage"], "s");
     // The device is provenance, not part of the key.
-    p.write(
-        "wf.yaml",
-        "version: 1\ndefaults: {device: auto}\nstages:\n  s:\n    kind: command\n    run: echo > $FLOW_OUT/x\n",
-    );
+    p.write("wf.yaml", &fixture_text("device_provenance", "flow.yaml").replace("{device: cpu}", "{device: auto}"));
     assert_eq!(p.apply("wf.yaml", &[]).status("s"), "cached");
 }
 
 #[test]
 fn symlink_chains_that_escape_on_disk_are_refused() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  s:\n    kind: command\n    run: mkdir -p $FLOW_OUT/d/e && ln -s ../.. $FLOW_OUT/d/e/l && ln -s d/e/l/../../.. $FLOW_OUT/m\n",
-    );
+    p.fixture("escaping_symlink_chain");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stage("s")["reason"].as_str().unwrap().contains("link escapes"), "{:?}", r.stage("s"));

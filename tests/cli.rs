@@ -5,11 +5,7 @@ use std::time::{Duration, Instant};
 use crate::util::Project;
 
 fn chain(p: &Project) {
-    p.write("in.txt", "1\n");
-    p.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [in.txt]\n    with: {lr: 0.001}\n    run: cat in.txt > $FLOW_OUT/a\n  b:\n    kind: command\n    needs: {src: a}\n    run: cat $FLOW_IN_src/a > $FLOW_OUT/b\n",
-    );
+    p.fixture("chain");
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -94,7 +90,7 @@ fn ctrl_c_sigterm_and_sighup_stop_the_run_and_commit_nothing() {
     use nix::sys::signal::Signal;
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let p = Project::new();
-        p.write("wf.yaml", "version: 1\nstages:\n  slow:\n    kind: command\n    run: 'trap \"\" TERM; sleep 30 & touch started; sleep 30; echo done > $FLOW_OUT/x'\n");
+        p.fixture("ignores_term");
         let child = p
             .command(&["apply", "wf.yaml", "--json"])
             .stdout(std::process::Stdio::piped())
@@ -126,10 +122,7 @@ fn ctrl_c_sigterm_and_sighup_stop_the_run_and_commit_nothing() {
 #[test]
 fn device_choice_is_recorded_and_a_cpu_build_explains_how_to_get_cuda() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\ndefaults: {seed: 2}\nstages:\n  text: {kind: corpus, with: {documents: 40}}\n  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 280}}\n  model: {kind: init, needs: {tokenizer: data}, with: {layers: 1, hidden: 16, heads: 2, ffn: 32}}\n",
-    );
+    p.fixture("tiny_init");
     if cfg!(not(feature = "cuda")) {
         let r = p.apply("wf.yaml", &["--device", "cuda"]);
         assert_eq!(r.code, 1, "{}", r.stderr);

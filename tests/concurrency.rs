@@ -6,14 +6,7 @@ use crate::util::{Project, parse_applied};
 #[test]
 fn two_applies_started_together_run_each_stage_once() {
     let p = Project::new();
-    let mut yaml = String::from("version: 1\nstages:\n");
-    for i in 0..6 {
-        let needs = if i >= 2 { format!("    needs: {{in: s{}}}\n", i - 2) } else { String::new() };
-        yaml.push_str(&format!(
-            "  s{i}:\n    kind: command\n{needs}    run: 'echo s{i} >> runs.log; sleep 0.2; echo {i} > $FLOW_OUT/v'\n"
-        ));
-    }
-    p.write("wf.yaml", &yaml);
+    p.fixture("six_stage_ladder");
     let a = p.command(&["apply", "wf.yaml", "--json", "--jobs", "2"]).spawn_output();
     let b = p.command(&["apply", "wf.yaml", "--json", "--jobs", "2"]).spawn_output();
     let (a, b) = (parse_applied(a.join().unwrap()), parse_applied(b.join().unwrap()));

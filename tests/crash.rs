@@ -17,33 +17,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::util::{Project, assert_all_end_within_a_second, descendants, parse_applied, stage_processes};
 
-/// Command stages with many files, a large one and links, feeding a tiny training chain, and
-/// beside them a slow stage that ignores the polite signals.
-const WORKFLOW: &str = r#"version: 1
-defaults: {seed: 3}
-stages:
-  slow:
-    kind: command
-    run: 'trap "" TERM INT HUP; for i in $(seq 1 10); do echo $i >> $FLOW_OUT/n; sleep 0.2; done'
-  many:
-    kind: command
-    run: 'for i in $(seq 1 200); do echo "file $i" > $FLOW_OUT/f$i.txt; done; mkdir $FLOW_OUT/sub; ln -s ../f1.txt $FLOW_OUT/sub/link'
-  big:
-    kind: command
-    run: 'head -c 24000000 /dev/zero | tr "\0" "x" > $FLOW_OUT/big.bin; echo tail >> $FLOW_OUT/big.bin'
-  joined:
-    kind: command
-    needs: {a: many, b: big}
-    run: 'cat $FLOW_IN_a/f*.txt | sort > $FLOW_OUT/all.txt; wc -c < $FLOW_IN_b/big.bin > $FLOW_OUT/size'
-  text: {kind: corpus, with: {documents: 200}}
-  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 300, val_fraction: 0.1}}
-  model: {kind: init, needs: {tokenizer: data}, with: {layers: 1, hidden: 32, heads: 4, ffn: 64}}
-  pre:
-    kind: pretrain
-    needs: {model: model, data: data}
-    with: {steps: 24, batch: 2, seq_len: 32, lr: 3.0e-3, warmup: 2, eval_every: 12, checkpoint_every: 4}
-"#;
-
 fn trials() -> u64 {
     std::env::var("FLOW_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
 }
@@ -125,8 +98,10 @@ fn assert_verifies(p: &Project, cache: &str, seed: u64) {
     assert!(stderr.contains(", 0 problems"), "seed {seed}: {stderr}");
 }
 
-/// Kills applies of [`WORKFLOW`] in `p` as `how` at `trials()` moments spread over an
-/// uninterrupted run's duration; `extra` gives each trial's arguments besides its own cache.
+/// Kills applies of the `crash_workflow` fixture — command stages with many files, a large one and
+/// links, feeding a tiny training chain, and beside them a slow stage that ignores the polite
+/// signals — in `p` as `how` at `trials()` moments spread over an uninterrupted run's duration;
+/// `extra` gives each trial's arguments besides its own cache.
 fn crash_trials(
     p: &Project,
     name: &str,
@@ -134,7 +109,7 @@ fn crash_trials(
     env: &[(&str, &str)],
     extra: impl Fn(u64) -> Vec<String>,
 ) -> BTreeMap<String, String> {
-    p.write("wf.yaml", WORKFLOW);
+    p.fixture("crash_workflow");
     let started = Instant::now();
     let reference = artifacts(p, &["--cache", "reference"], env);
     let span = started.elapsed();
@@ -201,24 +176,14 @@ fn a_pushing_apply_killed_at_any_moment_leaves_a_remote_others_can_pull_from() {
     }
 }
 
-/// A command stage that appends a numbered line with its shell's pid four times a second,
-/// ignores SIGTERM, SIGINT and SIGHUP, and leaves a process outside its process group.
-const SLOW_COMMAND: &str = r#"version: 1
-stages:
-  slow:
-    kind: command
-    run: |
-      trap '' TERM INT HUP
-      setsid sleep 300 &
-      for i in 1 2 3 4 5 6 7 8; do echo "$i $$" >> "$FLOW_OUT/out.txt"; sleep 0.25; done
-"#;
-
 /// The first of the issue's scenarios: an apply killed alone used to leave the stage writing,
 /// and the next apply's artifact held lines of both runs.
 #[test]
 fn a_command_stage_dies_with_its_apply_and_the_next_artifact_is_one_whole_run() {
     let p = Project::new();
-    p.write("wf.yaml", SLOW_COMMAND);
+    // A command stage that appends a numbered line with its shell's pid four times a second,
+    // ignores SIGTERM, SIGINT and SIGHUP, and leaves a process outside its process group.
+    p.fixture("slow_command");
     for seed in 0..3 {
         let delay = Duration::from_secs_f64(ChaCha8Rng::seed_from_u64(seed).random_range(0.3..1.7));
         let k = apply_killed_after(&p, &[], &[], delay, Kill::Apply(Signal::SIGKILL));
@@ -240,30 +205,18 @@ fn a_command_stage_dies_with_its_apply_and_the_next_artifact_is_one_whole_run() 
     assert_verifies(&p, "cache", 0);
 }
 
-const TRAINING: &str = r#"version: 1
-defaults: {seed: 4}
-stages:
-  text: {kind: corpus, with: {documents: 200}}
-  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 300, val_fraction: 0.1}}
-  model: {kind: init, needs: {tokenizer: data}, with: {layers: 2, hidden: 64, heads: 4, ffn: 128}}
-  pre:
-    kind: pretrain
-    needs: {model: model, data: data}
-    with: {steps: 200, batch: 4, seq_len: 64, lr: 3.0e-3, warmup: 10, eval_every: 100, checkpoint_every: 10}
-"#;
-
 /// The second scenario: applies of a checkpointing pretrain killed alone used to leave their
 /// trainings running into the same resume directory as the next apply's.
 #[test]
 fn a_training_stage_dies_with_its_apply_and_resumes_to_the_artifact_of_an_uninterrupted_run() {
     let clean = Project::new();
-    clean.write("wf.yaml", TRAINING);
+    clean.fixture("crash_training");
     let reference = clean.apply("wf.yaml", &[]);
     assert_eq!(reference.code, 0, "{}", reference.stderr);
     let span = Duration::from_secs_f64(reference.stage("pre")["seconds"].as_f64().unwrap());
 
     let p = Project::new();
-    p.write("wf.yaml", TRAINING);
+    p.fixture("crash_training");
     assert_eq!(p.apply("wf.yaml", &["--target", "model"]).code, 0);
     // Each kill comes within the first quarter of what is left to train: three of them still
     // land mid-training, however far each got.
@@ -291,20 +244,7 @@ fn a_training_stage_dies_with_its_apply_and_resumes_to_the_artifact_of_an_uninte
 #[test]
 fn processes_that_outlived_their_supervisor_are_ended_before_the_stage_runs_again() {
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        r#"version: 1
-stages:
-  s:
-    kind: command
-    run: |
-      if [ -f "$FLOW_RESUME/started" ]; then echo second > "$FLOW_OUT/x"; exit 0; fi
-      setsid sleep 300 &
-      sleep 301 &
-      touch "$FLOW_RESUME/started"
-      wait
-"#,
-    );
+    p.fixture("outlived_supervisor");
     let child = apply(&p, &[], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let marked = || glob::glob(&format!("{}/scratch/*/resume/started", p.cache().display())).unwrap().count() == 1;

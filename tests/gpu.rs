@@ -5,16 +5,6 @@
 
 use crate::util::{Applied, Project};
 
-const WORKFLOW: &str = "version: 1
-defaults: {seed: 3}
-stages:
-  text: {kind: corpus, with: {documents: 300}}
-  data: {kind: data, needs: {sources: [text]}, with: {vocab_size: 400, val_fraction: 0.1}}
-  model: {kind: init, needs: {tokenizer: data}, with: {layers: 2, hidden: 64, heads: 4, ffn: 128}}
-  score: {kind: eval, needs: {model: model, data: data}, with: {seq_len: 32, windows: 8}}
-  step: {kind: pretrain, needs: {model: model, data: data}, with: {steps: 1, batch: 4, seq_len: 32, lr: 4.0e-4, warmup: 0}}
-";
-
 fn on(p: &Project, device: &str) -> Applied {
     let r = p.apply("wf.yaml", &["--device", device, "--cache", device]);
     assert_eq!(r.code, 0, "{device}: {}", r.stderr);
@@ -30,7 +20,7 @@ fn on(p: &Project, device: &str) -> Applied {
 #[ignore = "needs a CUDA device: a `--features cuda` build on a GPU machine (FLOW_TEST_CUDA=1)"]
 fn cuda_agrees_with_the_cpu_on_the_forward_pass_and_a_training_step() {
     let p = Project::new();
-    p.write("wf.yaml", WORKFLOW);
+    p.fixture("gpu_agreement");
     let (cpu, gpu) = (on(&p, "cpu"), on(&p, "cuda:0"));
     assert_eq!(cpu.artifact("model"), gpu.artifact("model"));
     let val = |r: &Applied, d: &str| {

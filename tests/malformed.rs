@@ -3,355 +3,146 @@
 
 use crate::util::Project;
 
-/// (name, workflow text, expected message fragment, expected `file:line:col` or `file` prefix)
+/// (name, workflow file in `tests/fixtures/malformed/`, expected message fragment, expected `file:line:col` or
+/// `file` prefix)
 const CASES: &[(&str, &str, &str, &str)] = &[
-    ("yaml syntax", "version: 1\nstages: [a, b\n", "", "wf.yaml:"),
-    ("not a mapping", "- a\n- b\n", "must be a mapping", "wf.yaml:1:1"),
-    ("missing version", "stages:\n  a: {kind: command, run: 'true'}\n", "missing `version`", "wf.yaml:1:1"),
-    (
-        "bad version",
-        "version: 2\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "unsupported workflow version",
-        "wf.yaml:1:10",
-    ),
-    ("unknown top key", "version: 1\nstagez: {}\n", "unknown key `stagez`", "wf.yaml:2:1"),
-    ("missing stages", "version: 1\nname: x\n", "missing `stages`", "wf.yaml:1:1"),
-    ("empty stages", "version: 1\nstages: {}\n", "`stages` is empty", "wf.yaml:2:9"),
-    (
-        "unknown stage key",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    kindd: x\n",
-        "unknown key `kindd`",
-        "wf.yaml:6:5",
-    ),
-    (
-        "unknown kind",
-        "version: 1\nstages:\n  a:\n    kind: comand\n    run: 'true'\n",
-        "unknown kind `comand`",
-        "wf.yaml:4:11",
-    ),
-    ("missing kind", "version: 1\nstages:\n  a:\n    run: 'true'\n", "has no `kind`", "wf.yaml:3:3"),
-    (
-        "unknown need",
-        "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: nope}\n    run: 'true'\n",
-        "unknown stage `nope`",
-        "wf.yaml:5:16",
-    ),
-    (
-        "cycle",
-        "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: b}\n    run: 'true'\n  b:\n    kind: command\n    needs: {x: a}\n    run: 'true'\n",
-        "cycle: a -> b -> a",
-        "wf.yaml:5:16",
-    ),
-    (
-        "self loop",
-        "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: a}\n    run: 'true'\n",
-        "needs itself",
-        "wf.yaml:5:16",
-    ),
-    (
-        "duplicate stage",
-        "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n  a: {kind: command, run: 'false'}\n",
-        "duplicate key `a`",
-        "wf.yaml:4:3",
-    ),
-    (
-        "glob matches nothing",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [data/*.txt]\n    run: 'true'\n",
-        "matches no file",
-        "wf.yaml:5:14",
-    ),
-    (
-        "input escapes",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [../etc/passwd]\n    run: 'true'\n",
-        "leaves the workflow's directory",
-        "wf.yaml:5:14",
-    ),
-    (
-        "absolute input",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: [/etc/passwd]\n    run: 'true'\n",
-        "is absolute",
-        "wf.yaml:5:14",
-    ),
-    (
-        "bad glob",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['[a']\n    run: 'true'\n",
-        "invalid glob",
-        "wf.yaml:5:14",
-    ),
-    (
-        "wrong type run",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: [1, 2]\n",
-        "`run` must be a string",
-        "wf.yaml:5:10",
-    ),
-    ("missing run", "version: 1\nstages:\n  a:\n    kind: command\n", "has no `run`", "wf.yaml:3:3"),
-    (
-        "unknown kind with a typo",
-        "version: 1\nstages:\n  a:\n    kind: comand\n    run: 'true'\n",
-        "did you mean `command`?",
-        "wf.yaml:4:11",
-    ),
-    (
-        "needs not a mapping",
-        "version: 1\nstages:\n  a:\n    kind: command\n    needs: [b]\n    run: 'true'\n",
-        "must be a mapping",
-        "wf.yaml:5:12",
-    ),
-    (
-        "inputs wrong type",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: {a: 1}\n    run: 'true'\n",
-        "`inputs` must be a list",
-        "wf.yaml:5:13",
-    ),
-    (
-        "bad stage name",
-        "version: 1\nstages:\n  'a b':\n    kind: command\n    run: 'true'\n",
-        "invalid stage name",
-        "wf.yaml:3:3",
-    ),
-    (
-        "bad role name",
-        "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n  b:\n    kind: command\n    needs: {'in-put': a}\n    run: 'true'\n",
-        "invalid role name",
-        "wf.yaml:6:13",
-    ),
-    (
-        "with not a mapping",
-        "version: 1\nstages:\n  a:\n    kind: command\n    with: 3\n    run: 'true'\n",
-        "must be a mapping",
-        "wf.yaml:5:11",
-    ),
-    (
-        "bad with key",
-        "version: 1\nstages:\n  a:\n    kind: command\n    with: {'bad-key': 1}\n    run: 'true'\n",
-        "must be an identifier",
-        "wf.yaml:5:23",
-    ),
-    (
-        "non-finite number",
-        "version: 1\nstages:\n  a:\n    kind: command\n    with: {x: .nan}\n    run: 'true'\n",
-        "not a finite number",
-        "wf.yaml:5:15",
-    ),
-    (
-        "env on reserved name",
-        "version: 1\nstages:\n  a:\n    kind: command\n    env: {FLOW_OUT: x}\n    run: 'true'\n",
-        "invalid environment variable",
-        "wf.yaml:5:11",
-    ),
-    (
-        "run on a built-in kind",
-        "version: 1\nstages:\n  a:\n    kind: corpus\n    run: 'true'\n",
-        "only allowed on `kind: command`",
-        "wf.yaml:5:10",
-    ),
-    (
-        "bad device",
-        "version: 1\nstages:\n  a:\n    kind: command\n    device: tpu\n    run: 'true'\n",
-        "invalid device",
-        "wf.yaml:5:13",
-    ),
+    ("yaml syntax", "yaml_syntax.yaml", "", "wf.yaml:"),
+    ("not a mapping", "not_a_mapping.yaml", "must be a mapping", "wf.yaml:1:1"),
+    ("missing version", "missing_version.yaml", "missing `version`", "wf.yaml:1:1"),
+    ("bad version", "bad_version.yaml", "unsupported workflow version", "wf.yaml:1:10"),
+    ("unknown top key", "unknown_top_key.yaml", "unknown key `stagez`", "wf.yaml:2:1"),
+    ("missing stages", "missing_stages.yaml", "missing `stages`", "wf.yaml:1:1"),
+    ("empty stages", "empty_stages.yaml", "`stages` is empty", "wf.yaml:2:9"),
+    ("unknown stage key", "unknown_stage_key.yaml", "unknown key `kindd`", "wf.yaml:6:5"),
+    ("unknown kind", "unknown_kind.yaml", "unknown kind `comand`", "wf.yaml:4:11"),
+    ("missing kind", "missing_kind.yaml", "has no `kind`", "wf.yaml:3:3"),
+    ("unknown need", "unknown_need.yaml", "unknown stage `nope`", "wf.yaml:5:16"),
+    ("cycle", "cycle.yaml", "cycle: a -> b -> a", "wf.yaml:5:16"),
+    ("self loop", "self_loop.yaml", "needs itself", "wf.yaml:5:16"),
+    ("duplicate stage", "duplicate_stage.yaml", "duplicate key `a`", "wf.yaml:4:3"),
+    ("glob matches nothing", "glob_matches_nothing.yaml", "matches no file", "wf.yaml:5:14"),
+    ("input escapes", "input_escapes.yaml", "leaves the workflow's directory", "wf.yaml:5:14"),
+    ("absolute input", "absolute_input.yaml", "is absolute", "wf.yaml:5:14"),
+    ("bad glob", "bad_glob.yaml", "invalid glob", "wf.yaml:5:14"),
+    ("wrong type run", "wrong_type_run.yaml", "`run` must be a string", "wf.yaml:5:10"),
+    ("missing run", "missing_run.yaml", "has no `run`", "wf.yaml:3:3"),
+    ("unknown kind with a typo", "unknown_kind_with_a_typo.yaml", "did you mean `command`?", "wf.yaml:4:11"),
+    ("needs not a mapping", "needs_not_a_mapping.yaml", "must be a mapping", "wf.yaml:5:12"),
+    ("inputs wrong type", "inputs_wrong_type.yaml", "`inputs` must be a list", "wf.yaml:5:13"),
+    ("bad stage name", "bad_stage_name.yaml", "invalid stage name", "wf.yaml:3:3"),
+    ("bad role name", "bad_role_name.yaml", "invalid role name", "wf.yaml:6:13"),
+    ("with not a mapping", "with_not_a_mapping.yaml", "must be a mapping", "wf.yaml:5:11"),
+    ("bad with key", "bad_with_key.yaml", "must be an identifier", "wf.yaml:5:23"),
+    ("non-finite number", "non_finite_number.yaml", "not a finite number", "wf.yaml:5:15"),
+    ("env on reserved name", "env_on_reserved_name.yaml", "invalid environment variable", "wf.yaml:5:11"),
+    ("run on a built-in kind", "run_on_a_built_in_kind.yaml", "only allowed on `kind: command`", "wf.yaml:5:10"),
+    ("bad device", "bad_device.yaml", "invalid device", "wf.yaml:5:13"),
     (
         "zero GPU share",
-        "version: 1\nstages:\n  t: {kind: corpus}\n  d: {kind: data, needs: {sources: [t]}}\n  m:\n    kind: init\n    needs: {tokenizer: d}\n    with: {layers: 1, hidden: 32, heads: 4, ffn: 64}\n    gpu_share: 0\n",
+        "zero_gpu_share.yaml",
         "`gpu_share` must be a number over 0 and at most 1, not 0",
         "wf.yaml:9:16",
     ),
     (
         "GPU share on a command stage",
-        "version: 1\nstages:\n  a:\n    kind: command\n    gpu_share: 0.5\n    run: 'true'\n",
+        "gpu_share_on_a_command_stage.yaml",
         "whose kind `command` takes no GPU",
         "wf.yaml:5:16",
     ),
     (
         "GPU share in defaults over one",
-        "version: 1\ndefaults: {gpu_share: 2}\nstages:\n  a: {kind: command, run: 'true'}\n",
+        "gpu_share_in_defaults_over_one.yaml",
         "`gpu_share` must be a number over 0 and at most 1, not 2",
         "wf.yaml:2:23",
     ),
-    (
-        "unknown default",
-        "version: 1\ndefaults: {sede: 1}\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "no stage kind takes a default `sede`",
-        "wf.yaml:2:12",
-    ),
+    ("unknown default", "unknown_default.yaml", "no stage kind takes a default `sede`", "wf.yaml:2:12"),
     (
         "remote with an unknown scheme",
-        "version: 1\nstore: {remote: 'gs://b/p'}\nstages:\n  a: {kind: command, run: 'true'}\n",
+        "remote_with_an_unknown_scheme.yaml",
         "`store.remote` must be `s3://bucket/prefix`",
         "wf.yaml:2:17",
     ),
-    (
-        "two documents",
-        "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n---\nversion: 1\n",
-        "exactly one YAML document",
-        "wf.yaml:4:1",
-    ),
-    ("nul byte", "version: 1\nstages:\n  a: {kind: command, run: \"tr\\0ue\"}\n", "NUL", "wf.yaml:3:"),
-    ("tab indentation", "version: 1\nstages:\n\ta: {kind: command, run: 'true'}\n", "tabs disallowed", "wf.yaml:3:2"),
-    (
-        "version as a string",
-        "version: '1'\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "unsupported workflow version",
-        "wf.yaml:1:10",
-    ),
-    ("stages a list", "version: 1\nstages: [a]\n", "`stages` must be a mapping, not a list", "wf.yaml:2:9"),
-    ("stage a scalar", "version: 1\nstages:\n  a: 3\n", "stage `a` must be a mapping, not an integer", "wf.yaml:3:6"),
-    ("stage null", "version: 1\nstages:\n  a:\n", "stage `a` must be a mapping, not null", "wf.yaml:3:4"),
-    (
-        "float overflow",
-        "version: 1\nstages:\n  a:\n    kind: command\n    with: {x: 1e400}\n    run: 'true'\n",
-        "`inf` is not a finite number",
-        "wf.yaml:5:15",
-    ),
-    (
-        "integer overflow",
-        "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: 99999999999999999999999}\n",
-        "is out of range",
-        "wf.yaml:5:23",
-    ),
+    ("two documents", "two_documents.yaml", "exactly one YAML document", "wf.yaml:4:1"),
+    ("nul byte", "nul_byte.yaml", "NUL", "wf.yaml:3:"),
+    ("tab indentation", "tab_indentation.yaml", "tabs disallowed", "wf.yaml:3:2"),
+    ("version as a string", "version_as_a_string.yaml", "unsupported workflow version", "wf.yaml:1:10"),
+    ("stages a list", "stages_a_list.yaml", "`stages` must be a mapping, not a list", "wf.yaml:2:9"),
+    ("stage a scalar", "stage_a_scalar.yaml", "stage `a` must be a mapping, not an integer", "wf.yaml:3:6"),
+    ("stage null", "stage_null.yaml", "stage `a` must be a mapping, not null", "wf.yaml:3:4"),
+    ("float overflow", "float_overflow.yaml", "`inf` is not a finite number", "wf.yaml:5:15"),
+    ("integer overflow", "integer_overflow.yaml", "is out of range", "wf.yaml:5:23"),
     (
         "negative count",
-        "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: -5}\n",
+        "negative_count.yaml",
         "stage `a`, parameter `documents`: invalid value: integer `-5`",
         "wf.yaml:5:23",
     ),
-    (
-        "unknown parameter",
-        "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documentz: 5}\n",
-        "unknown field `documentz`",
-        "wf.yaml:5:",
-    ),
+    ("unknown parameter", "unknown_parameter.yaml", "unknown field `documentz`", "wf.yaml:5:"),
     (
         "parameter of the wrong type",
-        "version: 1\nstages:\n  a:\n    kind: corpus\n    with: {documents: many}\n",
+        "parameter_of_the_wrong_type.yaml",
         "parameter `documents`: invalid type: string \"many\"",
         "wf.yaml:5:23",
     ),
     (
         "negative learning rate",
-        "version: 1\nstages:\n  t: {kind: corpus}\n  d: {kind: data, needs: {sources: [t]}}\n  m: {kind: init, needs: {tokenizer: d}, with: {layers: 1, hidden: 32, heads: 4, ffn: 64}}\n  p:\n    kind: pretrain\n    needs: {model: m, data: d}\n    with: {steps: 10, lr: -1}\n",
+        "negative_learning_rate.yaml",
         "stage `p`, parameter `lr`: must be positive",
         "wf.yaml:9:27",
     ),
-    (
-        "negative seed",
-        "version: 1\ndefaults: {seed: -1}\nstages:\n  a: {kind: corpus}\n",
-        "invalid value: integer `-1`",
-        "wf.yaml:4:6",
-    ),
+    ("negative seed", "negative_seed.yaml", "invalid value: integer `-1`", "wf.yaml:4:6"),
     (
         "glob escaping the directory",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['../*']\n    run: 'true'\n",
+        "glob_escaping_the_directory.yaml",
         "leaves the workflow's directory",
         "wf.yaml:5:14",
     ),
-    (
-        "dot-dot inside a path",
-        "version: 1\nstages:\n  a:\n    kind: command\n    inputs: ['data/../../x']\n    run: 'true'\n",
-        "leaves the workflow's directory",
-        "wf.yaml:5:14",
-    ),
-    (
-        "env value a list",
-        "version: 1\nstages:\n  a:\n    kind: command\n    env: {A: [1]}\n    run: 'true'\n",
-        "an `env` value must be a scalar",
-        "wf.yaml:5:14",
-    ),
-    (
-        "unknown role of a kind",
-        "version: 1\nstages:\n  t: {kind: corpus}\n  a:\n    kind: init\n    needs: {tokenizr: t}\n",
-        "kind `init` has no role `tokenizr`",
-        "wf.yaml:6:23",
-    ),
-    (
-        "name a list",
-        "version: 1\nname: [x]\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "`name` must be a string",
-        "wf.yaml:2:7",
-    ),
-    (
-        "defaults a scalar",
-        "version: 1\ndefaults: 3\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "`defaults` must be a mapping",
-        "wf.yaml:2:11",
-    ),
-    (
-        "push not a boolean",
-        "version: 1\nstore: {push: maybe}\nstages:\n  a: {kind: command, run: 'true'}\n",
-        "`store.push` must be a boolean",
-        "wf.yaml:2:15",
-    ),
-    (
-        "merge key of a scalar",
-        "version: 1\nstages:\n  a:\n    <<: 3\n    kind: command\n    run: 'true'\n",
-        "`<<` merges a mapping",
-        "wf.yaml:4:9",
-    ),
-    ("unknown alias", "version: 1\nstages:\n  a: {kind: command, run: *nope}\n", "unknown anchor", "wf.yaml:3:27"),
-    ("empty file", "", "must be a mapping, not null", "wf.yaml:1:1"),
-    (
-        "key not a scalar",
-        "version: 1\nstages:\n  [a]: {kind: command, run: 'true'}\n",
-        "a mapping key must be a scalar",
-        "wf.yaml:3:3",
-    ),
-    (
-        "unknown escape",
-        "version: 1\nstages:\n  a: {kind: command, run: \"\\q\"}\n",
-        "unknown escape character",
-        "wf.yaml:3:27",
-    ),
+    ("dot-dot inside a path", "dot_dot_inside_a_path.yaml", "leaves the workflow's directory", "wf.yaml:5:14"),
+    ("env value a list", "env_value_a_list.yaml", "an `env` value must be a scalar", "wf.yaml:5:14"),
+    ("unknown role of a kind", "unknown_role_of_a_kind.yaml", "kind `init` has no role `tokenizr`", "wf.yaml:6:23"),
+    ("name a list", "name_a_list.yaml", "`name` must be a string", "wf.yaml:2:7"),
+    ("defaults a scalar", "defaults_a_scalar.yaml", "`defaults` must be a mapping", "wf.yaml:2:11"),
+    ("push not a boolean", "push_not_a_boolean.yaml", "`store.push` must be a boolean", "wf.yaml:2:15"),
+    ("merge key of a scalar", "merge_key_of_a_scalar.yaml", "`<<` merges a mapping", "wf.yaml:4:9"),
+    ("unknown alias", "unknown_alias.yaml", "unknown anchor", "wf.yaml:3:27"),
+    ("empty file", "empty_file.yaml", "must be a mapping, not null", "wf.yaml:1:1"),
+    ("key not a scalar", "key_not_a_scalar.yaml", "a mapping key must be a scalar", "wf.yaml:3:3"),
+    ("unknown escape", "unknown_escape.yaml", "unknown escape character", "wf.yaml:3:27"),
     (
         "several unknown needs in a list",
-        "version: 1\nstages:\n  a:\n    kind: command\n    needs: {x: [b, c]}\n    run: 'true'\n",
+        "several_unknown_needs_in_a_list.yaml",
         "needs unknown stage `c`",
         "wf.yaml:5:20",
     ),
     (
         "an output above $FLOW_OUT",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [../x]\n",
+        "an_output_above_flow_out.yaml",
         "output `../x` is not a path inside `$FLOW_OUT`",
         "wf.yaml:6:15",
     ),
-    (
-        "an absolute output",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [ok, /etc/passwd]\n",
-        "output `/etc/passwd` is not a path",
-        "wf.yaml:6:19",
-    ),
+    ("an absolute output", "an_absolute_output.yaml", "output `/etc/passwd` is not a path", "wf.yaml:6:19"),
     (
         "outputs not a list",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: model.pt\n",
+        "outputs_not_a_list.yaml",
         "`outputs` must be a list of paths, not a string",
         "wf.yaml:6:14",
     ),
-    (
-        "an output listed twice",
-        "version: 1\nstages:\n  a:\n    kind: command\n    run: 'true'\n    outputs: [d/, d]\n",
-        "output `d` is listed twice",
-        "wf.yaml:6:19",
-    ),
+    ("an output listed twice", "an_output_listed_twice.yaml", "output `d` is listed twice", "wf.yaml:6:19"),
     (
         "outputs on a built-in kind",
-        "version: 1\nstages:\n  c:\n    kind: corpus\n    outputs: [documents.jsonl]\n",
+        "outputs_on_a_built_in_kind.yaml",
         "`outputs` is only allowed on `kind: command` stages",
         "wf.yaml:5:14",
     ),
-    (
-        "deep nesting",
-        "version: 1\nstages:\n  a: {kind: command, run: 'true', with: {x: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}\n",
-        "nesting deeper",
-        "wf.yaml:3:",
-    ),
+    ("deep nesting", "deep_nesting.yaml", "nesting deeper", "wf.yaml:3:"),
 ];
 
 #[test]
 fn every_malformed_workflow_is_rejected_with_its_location() {
     assert!(CASES.len() >= 50);
-    for (name, text, message, location) in CASES {
+    for (name, file, message, location) in CASES {
         let p = Project::new();
-        p.write("wf.yaml", text);
+        p.fixture_file("malformed", file, "wf.yaml");
         let out = p.flow(&["apply", "wf.yaml"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: exit code; stderr:\n{stderr}");
@@ -364,7 +155,7 @@ fn every_malformed_workflow_is_rejected_with_its_location() {
 #[test]
 fn every_error_of_a_workflow_is_reported_at_once() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  a:\n    kind: command\n    kindd: x\n    run: 'true'\n  b:\n    kind: command\n    needs: {x: nope}\n    run: 'true'\n");
+    p.fixture("several_errors");
     let out = p.flow(&["plan", "wf.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
@@ -376,7 +167,7 @@ fn every_error_of_a_workflow_is_reported_at_once() {
 #[test]
 fn invalid_utf8_is_rejected_with_its_position() {
     let p = Project::new();
-    std::fs::write(p.path().join("wf.yaml"), b"version: 1\nname: caf\xe9\n").unwrap();
+    p.fixture("invalid_utf8");
     let out = p.flow(&["apply", "wf.yaml"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
@@ -409,7 +200,7 @@ fn exploding_and_oversized_workflows_are_refused_with_nothing_written() {
 #[test]
 fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
     let p = Project::new();
-    p.write("wf.yaml", "\u{feff}version: 1\r\nstages:\r\n  a: {kind: command, run: 'echo hi > $FLOW_OUT/v'}\r\n");
+    p.fixture("bom_crlf");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.status("a"), "ran");
@@ -418,7 +209,7 @@ fn a_byte_order_mark_and_crlf_line_ends_are_accepted() {
 #[test]
 fn bad_overrides_name_the_argument() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  a: {kind: command, run: 'true'}\n");
+    p.fixture("true_stage");
     for (set, message) in [
         ("nope.with.x=1", "unknown stage `nope`"),
         ("a.x=1", "is not of the form"),

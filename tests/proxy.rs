@@ -20,8 +20,8 @@ enum Fault {
     Stall(Duration),
 }
 
-pub struct FaultyProxy {
-    pub url: String,
+pub(crate) struct FaultyProxy {
+    pub(crate) url: String,
     faults: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     addr: std::net::SocketAddr,
@@ -29,7 +29,7 @@ pub struct FaultyProxy {
 
 impl FaultyProxy {
     /// Forwards to `upstream` (`http://host:port`); one connection in `every` gets a fault.
-    pub fn start(upstream: &str, every: usize, seed: u64) -> Self {
+    pub(crate) fn start(upstream: &str, every: usize, seed: u64) -> Self {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -62,7 +62,7 @@ impl FaultyProxy {
     }
 
     /// How many connections were given a fault so far.
-    pub fn faults(&self) -> usize {
+    pub(crate) fn faults(&self) -> usize {
         self.faults.load(Ordering::SeqCst)
     }
 }

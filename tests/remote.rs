@@ -201,7 +201,7 @@ fn a_lease_left_by_a_killed_process_expires_and_is_taken_over() {
     let s = Shared::new("lease");
     let p = Project::new();
     // The first run blocks until `release` exists; the test kills it while it holds the lease.
-    p.write("wf.yaml", "version: 1\nstages:\n  slow:\n    kind: command\n    run: 'echo $$ > pid; while [ ! -e release ]; do sleep 0.05; done; echo slow >> runs.log; echo done > $FLOW_OUT/v'\n");
+    p.fixture("lease_slow");
     let mut command = s.command(&p, &["apply", "wf.yaml", "--json", "--push", "--cache", "c1"]);
     let (mut first, mut events) = spawn_json(command.env("FLOW_LEASE_SECONDS", "2"));
     // `stage_started` comes after the lease is taken.
@@ -243,7 +243,7 @@ fn a_lease_left_by_a_killed_process_expires_and_is_taken_over() {
 fn a_corrupt_remote_blob_is_never_used_and_the_stage_runs_here() {
     let s = Shared::new("corrupt");
     let a = Project::new();
-    a.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo s >> runs.log; echo payload > $FLOW_OUT/data.txt'\n");
+    a.fixture("logged_payload");
     assert_eq!(s.apply(&a, "wf.yaml", &["--push"]).code, 0);
     let key = blob_key(&Digest::of(b"payload\n"));
     assert_eq!(s.get(&key), b"payload\n");
@@ -271,7 +271,7 @@ fn a_corrupt_remote_blob_is_never_used_and_the_stage_runs_here() {
 fn a_hostile_remote_manifest_is_rejected_with_its_key() {
     let s = Shared::new("hostile");
     let a = Project::new();
-    a.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo s >> runs.log; echo payload > $FLOW_OUT/data.txt'\n");
+    a.fixture("logged_payload");
     // Learn the fingerprint without touching the remote, then plant a record for it whose
     // manifest climbs out of the artifact.
     assert_eq!(a.apply("wf.yaml", &[]).code, 0);
@@ -311,10 +311,7 @@ fn an_upload_killed_midway_leaves_no_record_and_push_then_pull_completes_it() {
     let s = Shared::new("interrupted");
     let a = Project::new();
     // 96 MiB in 24 files: the upload takes long enough to be caught in the middle.
-    a.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  small:\n    kind: command\n    run: 'echo small > $FLOW_OUT/v'\n  big:\n    kind: command\n    needs: {in: small}\n    run: 'for i in $(seq 1 24); do head -c 4194304 /dev/urandom > $FLOW_OUT/part-$i; done'\n",
-    );
+    a.fixture("big_upload");
     let (mut child, mut events) = spawn_json(&mut s.command(&a, &["apply", "wf.yaml", "--json", "--push"]));
     let upload = events
         .find(|e| e["type"] == "stage_transfer" && e["stage"] == "big" && e["direction"] == "upload")
@@ -371,10 +368,7 @@ fn push_and_pull_through_a_faulty_network_complete_and_use_nothing_corrupt() {
         parse_applied(command.env("AWS_ENDPOINT_URL", &proxy.url).output().unwrap())
     };
     let a = Project::new();
-    a.write(
-        "wf.yaml",
-        "version: 1\nstages:\n  small:\n    kind: command\n    run: 'echo small > $FLOW_OUT/v'\n  many:\n    kind: command\n    run: 'for i in $(seq 1 60); do echo $i > $FLOW_OUT/f$i; done'\n  big:\n    kind: command\n    needs: {in: small}\n    run: 'head -c 20000000 /dev/urandom > $FLOW_OUT/big'\n",
-    );
+    a.fixture("faulty_transfer");
     let pushed = faulty(&a, &["apply", "wf.yaml", "--json", "--push"]);
     assert_eq!(pushed.code, 0, "seed {seed}: {}{:?}", pushed.stderr, pushed.stages);
     assert_eq!(s.keys("ac").len(), 3, "seed {seed}");
@@ -416,7 +410,7 @@ fn pulling_named_stages_fetches_only_those() {
 #[test]
 fn with_everything_local_an_apply_never_contacts_the_remote() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstore:\n  remote: s3://nowhere/prefix\nstages:\n  s:\n    kind: command\n    run: 'echo s >> runs.log; echo x > $FLOW_OUT/v'\n");
+    p.fixture("unreachable_remote");
     // A remote that cannot be reached: a closed port.
     let unreachable = |cmd: &mut Command| {
         cmd.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
@@ -438,7 +432,7 @@ fn with_everything_local_an_apply_never_contacts_the_remote() {
 #[test]
 fn push_without_a_remote_is_a_usage_error() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: 'echo x > $FLOW_OUT/v'\n");
+    p.fixture("no_remote");
     let out = p.command(&["apply", "wf.yaml", "--push"]).env_remove("FLOW_REMOTE").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pushing needs a remote"));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Applied, Project, parse_applied};
+use crate::util::{Applied, Project, fixture_text, parse_applied};
 
 fn cluster() {
     assert!(
@@ -67,31 +67,10 @@ fn applied(out: std::process::Output) -> (Applied, Vec<Value>) {
     (parse_applied(out), evs)
 }
 
-/// Command and training stages; `{executor}` is the workflow's default executor.
+/// Command and training stages; `executor` is the workflow's default executor (the fixture's is
+/// `slurm`).
 fn workflow(executor: &str) -> String {
-    format!(
-        r#"version: 1
-defaults: {{seed: 3, executor: {executor}}}
-stages:
-  sl_words:
-    kind: command
-    run: 'sleep 2; printf "a b c\n" > $FLOW_OUT/w.txt'
-  sl_upper:
-    kind: command
-    run: 'sleep 2; printf "A B C\n" > $FLOW_OUT/u.txt'
-  sl_both:
-    kind: command
-    needs: {{a: sl_words, b: sl_upper}}
-    run: 'cat $FLOW_IN_a/w.txt $FLOW_IN_b/u.txt > $FLOW_OUT/both.txt'
-  sl_text: {{kind: corpus, with: {{documents: 100}}}}
-  sl_data: {{kind: data, needs: {{sources: [sl_text]}}, with: {{vocab_size: 300, val_fraction: 0.1}}}}
-  sl_model: {{kind: init, needs: {{tokenizer: sl_data}}, with: {{layers: 1, hidden: 32, heads: 4, ffn: 64}}}}
-  sl_pre:
-    kind: pretrain
-    needs: {{model: sl_model, data: sl_data}}
-    with: {{steps: 8, batch: 2, seq_len: 32, lr: 3.0e-3, warmup: 2}}
-"#
-    )
+    fixture_text("slurm_pipeline", "flow.yaml").replace("executor: slurm}", &format!("executor: {executor}}}"))
 }
 
 /// The same workflow through Slurm and here gives the same artifacts; each stage is one job,
@@ -144,23 +123,7 @@ fn a_workflow_through_slurm_gives_the_local_artifacts_and_cached_stages_submit_n
 fn failed_timed_out_and_cancelled_jobs_fail_their_stages() {
     cluster();
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        r#"version: 1
-defaults: {executor: slurm}
-stages:
-  sl_fails:
-    kind: command
-    run: 'echo about to fail; exit 3'
-  sl_slow:
-    kind: command
-    executor: {slurm: {time: "1"}}
-    run: 'sleep 600; echo late > $FLOW_OUT/x'
-  sl_cancelled:
-    kind: command
-    run: 'sleep 700; echo late > $FLOW_OUT/x'
-"#,
-    );
+    p.fixture("slurm_failures");
     let child = p
         .command(&["apply", "wf.yaml", "--json", "--keep-going"])
         .stdout(Stdio::piped())
@@ -189,10 +152,7 @@ stages:
 fn ctrl_c_cancels_the_submitted_jobs() {
     cluster();
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        "version: 1\ndefaults: {executor: slurm}\nstages:\n  sl_waits:\n    kind: command\n    run: 'touch started; sleep 600; echo x > $FLOW_OUT/x'\n",
-    );
+    p.fixture("slurm_waits");
     let child =
         p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_for("the job to start", Duration::from_secs(60), || p.path().join("started").exists());
@@ -213,16 +173,7 @@ fn ctrl_c_cancels_the_submitted_jobs() {
 fn a_job_left_by_a_killed_apply_is_cancelled_before_the_stage_runs_again() {
     cluster();
     let p = Project::new();
-    p.write(
-        "wf.yaml",
-        r#"version: 1
-defaults: {executor: slurm}
-stages:
-  sl_orphan:
-    kind: command
-    run: 'echo attempt >> $FLOW_RESUME/attempts; if [ ! -e second ]; then touch started; sleep 600; fi; cp $FLOW_RESUME/attempts $FLOW_OUT/'
-"#,
-    );
+    p.fixture("slurm_orphan");
     let mut first =
         p.command(&["apply", "wf.yaml", "--json"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for("the first job to start", Duration::from_secs(60), || p.path().join("started").exists());
@@ -251,20 +202,7 @@ stages:
 fn a_requeued_training_job_resumes_from_its_checkpoint_to_the_same_artifact() {
     cluster();
     let wf = |executor: &str| {
-        format!(
-            r#"version: 1
-defaults: {{seed: 5}}
-stages:
-  sq_text: {{kind: corpus, with: {{documents: 200}}}}
-  sq_data: {{kind: data, needs: {{sources: [sq_text]}}, with: {{vocab_size: 300, val_fraction: 0.1}}}}
-  sq_model: {{kind: init, needs: {{tokenizer: sq_data}}, with: {{layers: 2, hidden: 32, heads: 4, ffn: 64}}}}
-  sq_pre:
-    kind: pretrain
-    executor: {executor}
-    needs: {{model: sq_model, data: sq_data}}
-    with: {{steps: 120, batch: 4, seq_len: 32, lr: 3.0e-3, warmup: 4, checkpoint_every: 5}}
-"#
-        )
+        fixture_text("slurm_requeue", "flow.yaml").replace("executor: slurm\n", &format!("executor: {executor}\n"))
     };
     let local = Project::new();
     local.write("wf.yaml", &wf("local"));

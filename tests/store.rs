@@ -9,7 +9,7 @@ use flow::store::{Entry, Manifest};
 use crate::util::Project;
 
 fn one_stage(p: &Project) -> crate::util::Applied {
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    run: echo payload > $FLOW_OUT/data.txt\n");
+    p.fixture("payload");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     r
@@ -203,7 +203,7 @@ fn a_record_pointing_at_a_missing_manifest_is_reported() {
 #[test]
 fn gc_keeps_what_the_lock_file_names_and_drops_the_rest() {
     let p = Project::new();
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    with: {v: 1}\n    run: echo $FLOW_WITH_v > $FLOW_OUT/v.txt\n");
+    p.fixture("gc_param");
     assert_eq!(p.apply("wf.yaml", &[]).code, 0);
     assert_eq!(p.apply("wf.yaml", &["--set", "s.with.v=2"]).code, 0);
     assert_eq!(p.records(), 2);
@@ -229,8 +229,7 @@ fn gc_keeps_what_the_lock_file_names_and_drops_the_rest() {
 #[test]
 fn an_unreadable_input_is_reported_with_its_path_and_nothing_runs() {
     let p = Project::new();
-    p.write("secret.txt", "tokens\n");
-    p.write("wf.yaml", "version: 1\nstages:\n  s:\n    kind: command\n    inputs: [secret.txt]\n    run: echo ran >> runs.log; cp secret.txt $FLOW_OUT/\n");
+    p.fixture("unreadable_input");
     let secret = p.path().join("secret.txt");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";

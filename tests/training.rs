@@ -6,30 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::{Applied, Project};
 
-fn pipeline(pretrain_steps: u32) -> String {
-    format!(
-        r#"version: 1
-defaults: {{seed: 3}}
-stages:
-  text: {{kind: corpus, with: {{documents: 400}}}}
-  data: {{kind: data, needs: {{sources: [text]}}, with: {{vocab_size: 400, val_fraction: 0.1}}}}
-  model: {{kind: init, needs: {{tokenizer: data}}, with: {{layers: 2, hidden: 32, heads: 4, kv_heads: 2, ffn: 64}}}}
-  pre:
-    kind: pretrain
-    needs: {{model: model, data: data}}
-    with: {{steps: {pretrain_steps}, batch: 4, seq_len: 32, lr: 3.0e-3, warmup: 4, eval_every: 20, checkpoint_every: 5}}
-  ann:
-    kind: anneal
-    needs: {{model: pre, data: data}}
-    with: {{steps: 10, batch: 4, seq_len: 32}}
-  ev:
-    kind: eval
-    needs: {{model: ann, data: data}}
-    with: {{seq_len: 32, windows: 8, prompts: ["the"], max_tokens: 5}}
-"#
-    )
-}
-
 fn metrics(p: &Project, r: &Applied, stage: &str) -> Vec<serde_json::Value> {
     p.read(&format!("cache/artifacts/{}/metrics.jsonl", r.artifact(stage)))
         .lines()
@@ -40,7 +16,7 @@ fn metrics(p: &Project, r: &Applied, stage: &str) -> Vec<serde_json::Value> {
 #[test]
 fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
     let a = Project::new();
-    a.write("wf.yaml", &pipeline(30));
+    a.fixture("pretrain_small");
     let r = a.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.with_status("ran").len(), 6);
@@ -65,7 +41,7 @@ fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
 
     // The same stages in an empty store give the same bytes.
     let b = Project::new();
-    b.write("wf.yaml", &pipeline(30));
+    b.fixture("pretrain_small");
     let r2 = b.apply("wf.yaml", &[]);
     assert_eq!(r2.code, 0, "{}", r2.stderr);
     for s in ["text", "data", "model", "pre", "ann", "ev"] {
@@ -77,14 +53,13 @@ fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
 
 #[test]
 fn an_interrupted_pretrain_resumes_to_the_same_artifact() {
-    let steps = 60;
     let clean = Project::new();
-    clean.write("wf.yaml", &pipeline(steps));
+    clean.fixture("pretrain_resume");
     let reference = clean.apply("wf.yaml", &["--target", "pre"]);
     assert_eq!(reference.code, 0, "{}", reference.stderr);
 
     let p = Project::new();
-    p.write("wf.yaml", &pipeline(steps));
+    p.fixture("pretrain_resume");
     assert_eq!(p.apply("wf.yaml", &["--target", "model"]).code, 0);
     let child = p
         .command(&["apply", "wf.yaml", "--target", "pre", "--json"])
@@ -129,7 +104,7 @@ fn an_interrupted_pretrain_resumes_to_the_same_artifact() {
 #[test]
 fn the_data_split_is_disjoint_and_shards_hold_every_document() {
     let p = Project::new();
-    p.write("wf.yaml", &pipeline(30));
+    p.fixture("pretrain_small");
     let r = p.apply("wf.yaml", &["--target", "data"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = p.cache().join("artifacts").join(r.artifact("data"));
@@ -156,14 +131,13 @@ fn the_data_split_is_disjoint_and_shards_hold_every_document() {
 #[test]
 fn a_data_stage_can_take_a_given_tokenizer_json() {
     let p = Project::new();
-    p.write("wf.yaml", &pipeline(30));
+    p.fixture("pretrain_small");
     let r = p.apply("wf.yaml", &["--target", "data"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let given = std::fs::read(p.cache().join("artifacts").join(r.artifact("data")).join("tokenizer.json")).unwrap();
     std::fs::create_dir_all(p.path().join("tok")).unwrap();
     std::fs::write(p.path().join("tok/tokenizer.json"), &given).unwrap();
-    p.write("more.txt", "a first paragraph of text\n\nand a second one\n");
-    p.write("two.yaml", "version: 1\nstages:\n  d:\n    kind: data\n    inputs: [tok/tokenizer.json, more.txt]\n    with: {val_fraction: 0.0}\n");
+    p.fixture("given_tokenizer");
     let r = p.apply("two.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let dir = p.cache().join("artifacts").join(r.artifact("d"));
@@ -176,35 +150,7 @@ fn a_data_stage_can_take_a_given_tokenizer_json() {
 #[test]
 fn merges_run_on_trained_models_and_refuse_mismatched_shapes() {
     let p = Project::new();
-    let mut yaml = pipeline(10);
-    yaml.push_str(
-        r#"  same:
-    kind: merge
-    needs: {models: [pre, pre]}
-    with: {method: linear, weights: [0.3, 0.7]}
-  ties:
-    kind: merge
-    needs: {models: [pre, ann], base: model}
-    with: {method: ties, density: 0.5}
-  other:
-    kind: init
-    needs: {tokenizer: data}
-    with: {layers: 2, hidden: 64, heads: 4}
-  bad:
-    kind: merge
-    needs: {models: [pre, other]}
-    with: {method: linear}
-  filtered:
-    kind: merge
-    needs: {models: [pre], base: model}
-    with: {method: task_arithmetic, lambda: [{filter: self_attn, value: 0.0}, {value: 1.0}]}
-  uncovered:
-    kind: merge
-    needs: {models: [pre], base: model}
-    with: {method: task_arithmetic, lambda: [{filter: mlp, value: 0.5}]}
-"#,
-    );
-    p.write("wf.yaml", &yaml);
+    p.fixture("merges");
     let r = p.apply("wf.yaml", &["--keep-going"]);
     assert_eq!(r.status("same"), "ran", "{}", r.stderr);
     assert_eq!(r.status("ties"), "ran", "{}", r.stderr);
@@ -244,31 +190,7 @@ fn bits(t: &candle_core::Tensor) -> Vec<u32> {
 #[test]
 fn a_grown_model_keeps_its_loss_under_zero_growth_and_trains_after_stacking() {
     let p = Project::new();
-    let mut yaml = pipeline(10);
-    yaml.push_str(
-        r#"  deeper:
-    kind: grow
-    needs: {model: pre}
-    with: {method: zero, layers: 3, hidden: 64, ffn: 96, ffn_method: split}
-  ev-pre:
-    kind: eval
-    needs: {model: pre, data: data}
-    with: {seq_len: 32, windows: 8}
-  ev-deeper:
-    kind: eval
-    needs: {model: deeper, data: data}
-    with: {seq_len: 32, windows: 8}
-  stacked:
-    kind: grow
-    needs: {model: pre}
-    with: {method: stack, layers: 4}
-  more:
-    kind: pretrain
-    needs: {model: stacked, data: data}
-    with: {steps: 20, batch: 4, seq_len: 32, lr: 3.0e-3, warmup: 2, eval_every: 20}
-"#,
-    );
-    p.write("wf.yaml", &yaml);
+    p.fixture("grow");
     let r = p.apply("wf.yaml", &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let loss = |stage: &str| -> f64 {
@@ -305,31 +227,7 @@ fn sft_reports_what_its_data_held_and_refuses_bad_records_by_line() {
     ];
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     p.write("chats.jsonl", &text);
-    p.write(
-        "broken.jsonl",
-        "{\"prompt\": \"x\", \"response\": \"y\"}\n{\"prompt\": \"x <|im_end|>\", \"response\": \"y\"}\n",
-    );
-    p.write("notes.txt", "not a conversation\n");
-    let mut yaml = pipeline(10);
-    yaml.push_str(
-        r#"  tuned:
-    kind: sft
-    needs: {model: pre}
-    inputs: [chats.jsonl]
-    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3, val_fraction: 0.0}
-  broken:
-    kind: sft
-    needs: {model: pre}
-    inputs: [broken.jsonl]
-    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3}
-  notes:
-    kind: sft
-    needs: {model: pre}
-    inputs: [notes.txt]
-    with: {steps: 3, batch: 2, seq_len: 48, lr: 1.0e-3}
-"#,
-    );
-    p.write("wf.yaml", &yaml);
+    p.fixture("sft");
     let r = p.apply("wf.yaml", &["--keep-going"]);
     assert_eq!(r.status("tuned"), "ran", "{}", r.stderr);
     let report: serde_json::Value =
@@ -352,39 +250,12 @@ fn sft_reports_what_its_data_held_and_refuses_bad_records_by_line() {
 /// again with a different number of threads.
 #[test]
 fn every_built_in_kind_is_bit_reproducible_on_cpu() {
-    let mut yaml = pipeline(6);
-    yaml.push_str(
-        r#"  stacked:
-    kind: grow
-    needs: {model: pre}
-    with: {method: stack, layers: 4}
-  zero:
-    kind: grow
-    needs: {model: pre}
-    with: {method: zero, layers: 3, hidden: 64, ffn: 96, ffn_method: split}
-  tasks:
-    kind: tasks
-    with: {families: [arithmetic, sort], train: 40, test: 4}
-  tuned:
-    kind: sft
-    needs: {model: ann, data: tasks}
-    with: {steps: 3, batch: 2, seq_len: 64, lr: 1.0e-3}
-  merged:
-    kind: merge
-    needs: {models: [tuned, ann], base: pre}
-    with: {method: dare_ties, density: 0.5}
-  ev-tasks:
-    kind: eval
-    needs: {model: merged, data: data, tasks: tasks}
-    with: {seq_len: 32, windows: 4}
-"#,
-    );
     // More threads than this machine's cores still tell whether results depend on the count.
     let runs: Vec<Applied> = [None, None, Some("1"), Some("3"), Some("5")]
         .into_iter()
         .map(|threads| {
             let p = Project::new();
-            p.write("wf.yaml", &yaml);
+            p.fixture("every_kind");
             let mut command = p.command(&["apply", "wf.yaml", "--json"]);
             if let Some(n) = threads {
                 command.env("RAYON_NUM_THREADS", n);
@@ -410,7 +281,7 @@ fn every_built_in_kind_is_bit_reproducible_on_cpu() {
 #[test]
 fn bf16_training_keeps_f32_weights_and_tracks_the_f32_loss() {
     let p = Project::new();
-    p.write("wf.yaml", &pipeline(30));
+    p.fixture("pretrain_small");
     let base = p.apply("wf.yaml", &["--target", "pre"]);
     assert_eq!(base.code, 0, "{}", base.stderr);
     let explicit = p.apply("wf.yaml", &["--target", "pre", "--set", "pre.with.precision=f32"]);

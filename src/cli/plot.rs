@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use crate::ml::train::Row;
 
-pub fn training_curves(metrics: &Path, to: &Path) -> Result<(), String> {
+pub(super) fn training_curves(metrics: &Path, to: &Path) -> Result<(), String> {
     let text = fs_err::read_to_string(metrics).map_err(|e| format!("this artifact has no training metrics: {e}"))?;
     let rows: Vec<Row> = text
         .lines()

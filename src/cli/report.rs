@@ -2,31 +2,39 @@
 //! bar on a TTY) or for machines (`--json`: one JSON object per line on stdout).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::human_bytes;
-use crate::exec::{Event, StageOutcome, Status, Summary};
+use super::output::{self, human_bytes};
+use crate::exec::{Event, Sink, StageOutcome, Status, Summary};
 use crate::stages::Progress;
 use crate::store::remote::{Direction, Transfer};
 
-pub enum Reporter {
+/// The sink a command's run reports to: JSON lines, or status lines for people (with a live
+/// bar on a terminal, unless `CI` is set or `progress` is off).
+pub(super) fn sink(json: bool, progress: bool) -> Sink {
+    let progress = !json && progress && output::stderr_is_terminal() && std::env::var_os("CI").is_none();
+    let reporter = if json { Reporter::Json } else { Reporter::human(progress) };
+    Arc::new(move |e| reporter.event(e))
+}
+
+enum Reporter {
     Human(Human),
     Json,
 }
 
-pub struct Human {
+struct Human {
     bar: Option<ProgressBar>,
-    running: Mutex<Vec<String>>,
+    /// Each running stage, in the order it started, with what the bar shows of it.
+    running: Mutex<Vec<(String, String)>>,
     /// Off a TTY: the last quarter of each stage's transfer that got a line.
     quarters: Mutex<HashMap<String, u64>>,
 }
 
 impl Reporter {
-    pub fn human(progress: bool) -> Self {
+    fn human(progress: bool) -> Self {
         let bar = progress.then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
             bar.set_style(
@@ -39,16 +47,14 @@ impl Reporter {
         Reporter::Human(Human { bar, running: Mutex::new(Vec::new()), quarters: Mutex::new(HashMap::new()) })
     }
 
-    pub fn event(&self, event: &Event) {
+    fn event(&self, event: &Event) {
         match self {
             Reporter::Json => {
                 let line = match event {
                     Event::Stage(o) => json_stage(o),
                     other => serde_json::to_value(other).expect("events serialise"),
                 };
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-                let _ = out.flush();
+                output::stdout(&format!("{line}\n"));
             }
             Reporter::Human(h) => h.event(event),
         }
@@ -65,18 +71,25 @@ impl Human {
     fn line(&self, text: String) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => {
-                let _ = writeln!(std::io::stderr().lock(), "{text}");
-            }
+            None => output::stderr(&format!("{text}\n")),
         }
     }
 
-    fn set_running(&self, update: impl FnOnce(&mut Vec<String>)) {
+    /// Updates the running stages and the bar's message.
+    fn set_running(&self, update: impl FnOnce(&mut Vec<(String, String)>)) {
         let mut running = self.running.lock().expect("reporter lock");
         update(&mut running);
         if let Some(bar) = &self.bar {
-            bar.set_message(running.join(", "));
+            bar.set_message(running.iter().map(|(_, shown)| shown.as_str()).collect::<Vec<_>>().join(", "));
         }
+    }
+
+    /// Shows `text` for the running stage `stage` (starting to show it if it was not).
+    fn show(&self, stage: &str, text: String) {
+        self.set_running(|running| match running.iter_mut().find(|(name, _)| name == stage) {
+            Some((_, shown)) => *shown = text,
+            None => running.push((stage.to_owned(), text)),
+        });
     }
 
     fn event(&self, event: &Event) {
@@ -97,13 +110,13 @@ impl Human {
             }
             Event::StageTransfer { stage, transfer } => self.transfer(stage, transfer),
             Event::Notice { stage, message } => self.line(format!("{:>9} {:>10} {stage}: {message}", "WARNING", "")),
-            Event::StageStarted { stage, .. } => self.set_running(|r| r.push(stage.clone())),
+            Event::StageStarted { stage, .. } => self.show(stage, stage.clone()),
             Event::StageSubmitted { stage, job } => {
                 self.line(format!("{:>9} {:>10} {stage} as Slurm job {job}", "SUBMITTED", ""))
             }
             Event::StageProgress { stage, progress } => self.progress(stage, progress),
             Event::Stage(o) => {
-                self.set_running(|r| r.retain(|s| s.split(' ').next() != Some(o.stage.as_str())));
+                self.set_running(|r| r.retain(|(name, _)| *name != o.stage));
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
                 }
@@ -135,13 +148,7 @@ impl Human {
             ));
         }
         match &self.bar {
-            Some(bar) => {
-                let mut running = self.running.lock().expect("reporter lock");
-                for r in running.iter_mut().filter(|r| r.split(' ').next() == Some(stage)) {
-                    *r = text.clone();
-                }
-                bar.set_message(running.join(", "));
-            }
+            Some(_) => self.show(stage, text),
             None => {
                 if p.total > 0 && p.step > 0 && (p.step * 10 / p.total) != ((p.step - 1) * 10 / p.total) {
                     self.line(format!("{:>9} {:>10} {text}", "PROGRESS", ""));
@@ -165,14 +172,7 @@ impl Human {
             text.push_str(&format!(" ETA {}", humantime::format_duration(Duration::from_secs(eta))));
         }
         match &self.bar {
-            Some(bar) => {
-                let mut running = self.running.lock().expect("reporter lock");
-                match running.iter_mut().find(|r| r.split(' ').next() == Some(stage)) {
-                    Some(r) => *r = text,
-                    None => running.push(text),
-                }
-                bar.set_message(running.join(", "));
-            }
+            Some(_) => self.show(stage, text),
             None => {
                 if t.total < 64 << 20 {
                     return;
@@ -219,7 +219,7 @@ impl Human {
     }
 }
 
-pub fn summary_line(s: &Summary) -> String {
+fn summary_line(s: &Summary) -> String {
     let total = s.ran + s.cached + s.downloaded + s.failed + s.skipped;
     let mut text = format!(
         "{:>9} [{:>7.3}s] {total} stage{}: {} ran, {} cached, {}{} failed, {} skipped",

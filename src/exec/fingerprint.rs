@@ -1,4 +1,5 @@
-//! The fingerprint recipe (DESIGN §3): what a stage run depends on, in canonical form.
+//! The fingerprint recipe (docs/guide.md#what-is-cached-and-why): what a stage run depends on, in
+//! canonical form, and the rules that keep fingerprints stable as kinds gain parameters.
 //!
 //! Upstream stages enter by their *artifact digest* (content), not their fingerprint, so a
 //! re-run that yields identical bytes invalidates nothing downstream (early cutoff). The stage
@@ -19,6 +20,25 @@ use crate::hash::{Digest, Fingerprint};
 ///     digests by workflow-relative path), command, env, salt; `outputs` (a command stage's
 ///     declared outputs) only when declared, so recipes without them kept their digests.
 pub const FINGERPRINT_VERSION: u32 = 1;
+
+/// Parameters added after kinds were first released, with the default that keeps a stage
+/// doing what it did before. At that default they are left out of the recipe, so fingerprints
+/// (and every cached artifact) from before they existed still hold.
+const LATER_DEFAULTS: &[(&str, &str)] = &[("precision", "f32")];
+
+/// A kind's canonical parameters as a recipe holds them: [`LATER_DEFAULTS`] left out where
+/// they are at their default.
+pub fn recipe_params(canonical: &Value) -> Value {
+    let mut params = canonical.clone();
+    if let Value::Object(map) = &mut params {
+        for (key, default) in LATER_DEFAULTS {
+            if map.get(*key).and_then(Value::as_str) == Some(default) {
+                map.remove(*key);
+            }
+        }
+    }
+    params
+}
 
 /// Everything a stage run depends on. Serialised with sorted keys, then blake3.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

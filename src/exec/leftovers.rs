@@ -21,7 +21,7 @@ use procfs::process::{ProcState, Process, Stat};
 const DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeftoverError {
+pub(crate) enum LeftoverError {
     #[error("process {pid}, left running by an earlier attempt of this stage, cannot be ended: {source}")]
     Kill { pid: i32, source: Errno },
     #[error("process {pid}, left running by an earlier attempt of this stage, did not end within {}s", DEADLINE.as_secs())]
@@ -30,7 +30,7 @@ pub enum LeftoverError {
 
 /// Kills every process on this machine whose environment names `resume` as `FLOW_RESUME`,
 /// waits until they are gone, and returns their pids (none, usually).
-pub fn end(resume: &Path) -> Result<Vec<i32>, LeftoverError> {
+pub(crate) fn end(resume: &Path) -> Result<Vec<i32>, LeftoverError> {
     let found = find(resume);
     for &(pid, _) in &found {
         match kill(Pid::from_raw(pid), Signal::SIGKILL) {

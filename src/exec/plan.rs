@@ -12,8 +12,7 @@ use super::fingerprint::{Needed, Recipe};
 use super::lockfile::Locked;
 use super::{ExecError, Prepared};
 use crate::hash::{Digest, Fingerprint};
-use crate::store::Store;
-use crate::store::remote::Remote;
+use crate::store::{Hit, Tiered};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Planned {
@@ -119,12 +118,7 @@ impl fmt::Display for Reason {
 /// Plans every selected stage without running anything. With a remote, a stage missing locally
 /// is looked up there (one request per such stage); a remote that cannot be read counts as
 /// not having it.
-pub async fn plan(
-    p: &Prepared,
-    store: &Store,
-    remote: Option<&Remote>,
-    force: &BTreeSet<String>,
-) -> Result<Vec<Planned>, ExecError> {
+pub async fn plan(p: &Prepared, tiers: &Tiered) -> Result<Vec<Planned>, ExecError> {
     let mut artifacts: BTreeMap<usize, Digest> = BTreeMap::new();
     let mut out = Vec::new();
     for &i in &p.selected {
@@ -136,7 +130,7 @@ pub async fn plan(
                 .need_names(i)
                 .into_iter()
                 .flat_map(|(role, names)| names.into_iter().map(move |n| (role.clone(), n)))
-                .filter(|(_, n)| p.index(n).is_some_and(|j| !artifacts.contains_key(&j)))
+                .filter(|(_, n)| p.workflow.index(n).is_some_and(|j| !artifacts.contains_key(&j)))
                 .map(|(role, stage)| Reason::InputStageWillRun { role, stage })
                 .collect();
             reasons.dedup();
@@ -144,26 +138,20 @@ pub async fn plan(
             continue;
         };
         let fp = recipe.fingerprint();
-        let record = if force.contains(&stage.name) { None } else { store.record(&fp).await? };
-        let shared = match (&record, remote) {
-            (None, Some(remote)) if !force.contains(&stage.name) => remote.record(&fp).await.ok().flatten(),
-            _ => None,
-        };
-        let state = match (record, shared) {
-            (Some(r), _) => {
+        let forced = p.force.contains(&i);
+        let hit = if forced { Hit::Miss { remote_problem: None } } else { tiers.lookup(&fp).await? };
+        let state = match hit {
+            Hit::Local(r) => {
                 artifacts.insert(i, r.artifact);
                 State::Cached { fingerprint: fp, artifact: r.artifact }
             }
-            (None, Some(r)) => {
+            Hit::Remote(r) => {
                 artifacts.insert(i, r.artifact);
                 State::WillDownload { fingerprint: fp, artifact: r.artifact }
             }
-            (None, None) => {
-                let reasons = if force.contains(&stage.name) {
-                    vec![Reason::Forced]
-                } else {
-                    explain(&recipe, fp, locked, &p.need_names(i))
-                };
+            Hit::Miss { .. } => {
+                let reasons =
+                    if forced { vec![Reason::Forced] } else { explain(&recipe, fp, locked, &p.need_names(i)) };
                 State::WillRun { fingerprint: Some(fp), reasons }
             }
         };
@@ -256,5 +244,106 @@ fn diff_params(prefix: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec
         }
         (x, y) if x != y => out.push(Reason::ParamChanged { key: prefix.to_owned(), old: x.cloned(), new: y.cloned() }),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::exec::fingerprint::FINGERPRINT_VERSION;
+
+    fn digest(s: &str) -> Digest {
+        Digest::of(s.as_bytes())
+    }
+
+    fn recipe() -> Recipe {
+        Recipe {
+            v: FINGERPRINT_VERSION,
+            kind: "pretrain".into(),
+            kind_version: 1,
+            params: json!({"lr": 0.001, "schedule": {"cosine": {"min_lr": 0.0}}}),
+            needs: BTreeMap::from([
+                ("model".into(), Needed::One(digest("m"))),
+                ("data".into(), Needed::Many(vec![digest("d1"), digest("d2")])),
+            ]),
+            inputs: BTreeMap::from([("a.txt".into(), digest("a")), ("b.txt".into(), digest("b"))]),
+            command: None,
+            env: BTreeMap::new(),
+            salt: None,
+            outputs: vec![],
+        }
+    }
+
+    fn names() -> BTreeMap<String, Vec<String>> {
+        BTreeMap::from([("model".into(), vec!["init".into()]), ("data".into(), vec!["web".into(), "code".into()])])
+    }
+
+    fn locked(recipe: Recipe) -> Locked {
+        Locked { fingerprint: recipe.fingerprint(), artifact: digest("art"), needs: names(), recipe }
+    }
+
+    /// The reasons `new` misses, against a lock file holding `old`, as people read them.
+    fn why(old: &Recipe, new: &Recipe) -> Vec<String> {
+        explain(new, new.fingerprint(), Some(&locked(old.clone())), &names()).iter().map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn without_a_lock_entry_there_is_no_record_and_an_unchanged_recipe_lost_its_record() {
+        let r = recipe();
+        assert_eq!(explain(&r, r.fingerprint(), None, &names()), [Reason::NoRecord]);
+        assert_eq!(why(&r, &r), ["the lock file's artifact is not in the store"]);
+    }
+
+    #[test]
+    fn each_change_of_the_recipe_is_named() {
+        let old = recipe();
+        let mut new = recipe();
+        new.kind_version = 2;
+        new.params["schedule"]["cosine"]["min_lr"] = json!(0.0001);
+        new.params["warmup"] = json!(10);
+        new.needs.insert("model".into(), Needed::One(digest("m2")));
+        new.needs.insert("data".into(), Needed::Many(vec![digest("d1"), digest("d3")]));
+        new.inputs.remove("a.txt");
+        new.inputs.insert("b.txt".into(), digest("b2"));
+        new.inputs.insert("c.txt".into(), digest("c"));
+        new.command = Some("python train.py".into());
+        new.env.insert("TOKEN".into(), Some("blake3:x".into()));
+        new.salt = Some("v2".into());
+        new.outputs = vec!["model.pt".into()];
+        assert_eq!(
+            why(&old, &new),
+            [
+                "kind version changed: 1 → 2",
+                "with.schedule.cosine.min_lr changed: 0.0 → 0.0001",
+                "with.warmup changed: (unset) → 10",
+                "input stage `code` (data) changed",
+                "input stage `init` (model) changed",
+                "file `a.txt` removed",
+                "file `b.txt` changed",
+                "file `c.txt` added",
+                "command changed",
+                "env `TOKEN` changed",
+                "store salt changed",
+                "declared outputs changed",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_different_kind_or_a_reshaped_role_is_named_as_such() {
+        let old = recipe();
+        let mut new = recipe();
+        new.kind = "anneal".into();
+        new.needs.insert("data".into(), Needed::Many(vec![digest("d1")]));
+        assert_eq!(why(&old, &new), ["kind changed: pretrain → anneal", "needs.data changed"]);
+        // Only the recipe format changed: that is what is reported.
+        let mut newer = recipe();
+        newer.v = FINGERPRINT_VERSION + 1;
+        assert_eq!(
+            explain(&newer, newer.fingerprint(), Some(&locked(old)), &names()),
+            [Reason::KindVersionChanged { old: FINGERPRINT_VERSION, new: FINGERPRINT_VERSION + 1 }]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! stage's whole process group when the stage exits, when the run is cancelled (SIGTERM, then
 //! SIGKILL) and when `flow apply` itself dies; its output to a log file.
 //!
-//! Built-in kinds (`flow run-stage`) speak a one-line protocol on stdout: a line
-//! `@flow-progress {json}` is a progress report. Every line goes to the log.
+//! Built-in kinds (`flow run-stage`) report progress on stdout in the run-stage protocol
+//! ([`crate::stages::protocol`]); every line, reports included, goes to the log.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,6 @@ pub struct ProcessSpec {
     /// Whether stdout carries `@flow-progress` lines.
     pub protocol: bool,
 }
-
-/// The prefix of a progress line on a built-in stage's stdout.
-pub const PROGRESS_PREFIX: &str = "@flow-progress ";
 
 pub type OnProgress = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
 
@@ -98,7 +95,7 @@ async fn relay(out: tokio::process::ChildStdout, log: std::fs::File, on_progress
 
 /// Passes a protocol line of a stage's output on as a progress report; other lines are not.
 pub fn report(line: &str, on_progress: &OnProgress) {
-    if let Some(Ok(p)) = line.strip_prefix(PROGRESS_PREFIX).map(serde_json::from_str::<Progress>) {
+    if let Some(p) = Progress::parse(line) {
         on_progress(p);
     }
 }

@@ -4,24 +4,25 @@
 
 use std::time::Instant;
 
-use super::apply::{Sink, error_chain, on_transfer};
+use super::error_chain;
 use super::event::{Event, StageOutcome, Status, Summary};
 use super::lockfile::{LockFile, Locked};
-use crate::store::remote::{Published, Remote};
-use crate::store::{Store, StoreError};
+use super::schedule::Sink;
+use super::stage_run::on_transfer;
+use crate::store::{Hit, Published, StoreError, Tiered};
 
 /// Publishes every artifact of `lock` that the local store holds. A stage without a local
 /// record fails (nothing to publish); the others go on.
-pub async fn push(lock: &LockFile, store: &Store, remote: &Remote, sink: &Sink) -> Result<Summary, StoreError> {
+pub async fn push(lock: &LockFile, tiers: &Tiered, sink: &Sink) -> Result<Summary, StoreError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     sink(&Event::RunStarted { workflow: String::new(), stages: lock.stages.len(), jobs: 1 });
     for (stage, locked) in &lock.stages {
         let begun = Instant::now();
         let mut outcome = outcome(stage, locked, Status::Cached);
-        match store.record(&locked.fingerprint).await? {
+        match tiers.local().record(&locked.fingerprint).await? {
             Some(record) => {
-                let published = remote.publish(store, &record, on_transfer(sink, stage)).await?;
+                let published = tiers.publish(&record, on_transfer(sink, stage)).await?;
                 outcome.pushed = Some(match published {
                     Published::Created { bytes } => bytes,
                     Published::AlreadyThere => 0,
@@ -43,13 +44,7 @@ pub async fn push(lock: &LockFile, store: &Store, remote: &Remote, sink: &Sink) 
 /// Downloads the artifacts of `stages` (all of `lock` when empty) that the local store lacks,
 /// each verified. A stage whose artifact the remote lacks or holds corrupt fails; the others go
 /// on.
-pub async fn pull(
-    lock: &LockFile,
-    stages: &[String],
-    store: &Store,
-    remote: &Remote,
-    sink: &Sink,
-) -> Result<Summary, StoreError> {
+pub async fn pull(lock: &LockFile, stages: &[String], tiers: &Tiered, sink: &Sink) -> Result<Summary, StoreError> {
     let started = Instant::now();
     let mut summary = Summary::default();
     let chosen: Vec<(&String, &Locked)> =
@@ -58,38 +53,36 @@ pub async fn pull(
     for (stage, locked) in chosen {
         let begun = Instant::now();
         let mut outcome = outcome(stage, locked, Status::Cached);
-        if let Some(record) = store.record(&locked.fingerprint).await? {
-            store.materialize(&record.artifact).await?;
-            outcome.artifact = Some(record.artifact);
-        } else {
-            let fetched = async {
-                let Some(record) = remote.record(&locked.fingerprint).await? else {
-                    return Ok(Some(format!("the remote has no record of fingerprint {}", locked.fingerprint)));
-                };
-                if record.artifact != locked.artifact {
-                    return Ok(Some(format!(
-                        "the remote's artifact {} differs from the lock file's {} (the stage is not deterministic); pull skipped",
-                        record.artifact.short(),
-                        locked.artifact.short()
-                    )));
-                }
-                remote.fetch(store, &record, on_transfer(sink, stage)).await?;
-                Ok::<_, StoreError>(None)
-            };
-            match fetched.await {
-                Ok(None) => {
+        match tiers.lookup(&locked.fingerprint).await? {
+            Hit::Local(record) => {
+                tiers.local().materialize(&record.artifact).await?;
+                outcome.artifact = Some(record.artifact);
+            }
+            Hit::Remote(record) if record.artifact != locked.artifact => {
+                outcome.status = Status::Failed;
+                outcome.reason = Some(format!(
+                    "the remote's artifact {} differs from the lock file's {} (the stage is not deterministic); pull skipped",
+                    record.artifact.short(),
+                    locked.artifact.short()
+                ));
+            }
+            Hit::Remote(record) => match tiers.backfill(&record, on_transfer(sink, stage)).await {
+                Ok(()) => {
                     outcome.status = Status::Downloaded;
-                    store.materialize(&locked.artifact).await?;
-                }
-                Ok(Some(why)) => {
-                    outcome.status = Status::Failed;
-                    outcome.reason = Some(why);
+                    tiers.local().materialize(&locked.artifact).await?;
                 }
                 Err(e @ StoreError::Io(_)) => return Err(e),
                 Err(e) => {
                     outcome.status = Status::Failed;
                     outcome.reason = Some(error_chain(&e));
                 }
+            },
+            Hit::Miss { remote_problem } => {
+                outcome.status = Status::Failed;
+                outcome.reason = Some(match remote_problem {
+                    Some(e) => error_chain(&e),
+                    None => format!("the remote has no record of fingerprint {}", locked.fingerprint),
+                });
             }
         }
         outcome.seconds = begun.elapsed().as_secs_f64();

@@ -197,3 +197,60 @@ fn find_cycle(graph: &DiGraph<usize, String>, scc: &[NodeIndex]) -> Vec<NodeInde
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn workflow(text: &str) -> Workflow {
+        crate::spec::parse(Path::new("wf.yaml"), text.as_bytes().to_vec(), &[]).expect("a valid workflow")
+    }
+
+    /// A diamond `a → b, c → d` declared out of order, and a lone `e`.
+    const DIAMOND: &str = "version: 1\nstages:\n  d: {kind: command, needs: {x: b, y: c}, run: 'true'}\n  b: {kind: command, needs: {in: a}, run: 'true'}\n  c: {kind: command, needs: {in: a}, run: 'true'}\n  a: {kind: command, run: 'true'}\n  e: {kind: command, run: 'true'}\n";
+
+    #[test]
+    fn the_order_puts_every_stage_after_what_it_needs() {
+        let w = workflow(DIAMOND);
+        let dag = Dag::build(&w).unwrap();
+        let names: Vec<&str> = dag.order().iter().map(|&i| w.stages[i].name.as_str()).collect();
+        assert_eq!(names, ["e", "a", "c", "b", "d"]);
+        let pos = |n: &str| names.iter().position(|m| *m == n).unwrap();
+        assert!(pos("a") < pos("b") && pos("a") < pos("c") && pos("b") < pos("d") && pos("c") < pos("d"), "{names:?}");
+        let i = |n: &str| w.index(n).unwrap();
+        assert_eq!(dag.dependencies(i("d")).len(), 2);
+        let mut dependents = dag.dependents(i("a"));
+        dependents.sort();
+        assert_eq!(dependents, [i("b"), i("c")]);
+        let closure: Vec<usize> = dag.closure(&[i("b")]).into_iter().collect();
+        let mut expected = vec![i("a"), i("b")];
+        expected.sort();
+        assert_eq!(closure, expected, "a target brings what it needs, nothing else");
+    }
+
+    #[test]
+    fn a_cycle_is_named_and_located() {
+        let w = workflow(
+            "version: 1\nstages:\n  a: {kind: command, needs: {x: c}, run: 'true'}\n  b: {kind: command, needs: {x: a}, run: 'true'}\n  c: {kind: command, needs: {x: b}, run: 'true'}\n",
+        );
+        let e = Dag::build(&w).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].message, "the stages form a cycle: a -> b -> c -> a");
+        assert!(e.errors[0].location.is_some());
+    }
+
+    #[test]
+    fn drawings_name_every_stage_and_edge() {
+        let w = workflow(DIAMOND);
+        let dag = Dag::build(&w).unwrap();
+        let text = dag.to_text(&w);
+        assert_eq!(
+            text,
+            "e (command)\na (command)\nc (command) <- in: a\nb (command) <- in: a\nd (command) <- x: b; y: c\n"
+        );
+        assert_eq!(dag.to_dot(&w).matches(" -> ").count(), 4);
+        assert_eq!(dag.to_mermaid(&w).matches("-->").count(), 4);
+    }
+}

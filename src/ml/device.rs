@@ -1,23 +1,34 @@
-//! Device selection, in one place: what `cpu`, `cuda`, `cuda:N` and `auto` mean in this build,
-//! how many GPUs the scheduler may hand out, and how a run record names the device it used.
+//! Device selection, in one place: what `cpu`, `cuda`, `cuda:N` and `auto` ([`spec::Device`])
+//! mean in this build, how many GPUs the scheduler may hand out, and how a run record names
+//! the device it used.
 
 use candle_core::Device;
 
-/// What a build without CUDA says when asked for a GPU.
-#[cfg(not(feature = "cuda"))]
-const NO_CUDA: &str = "this build of flow runs on the CPU only; build it with `--features cuda` (scripts/build-cuda.sh does, without a CUDA install; docs/gpu.md)";
+use crate::spec;
+
+/// A device that cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[cfg(not(feature = "cuda"))]
+    #[error(
+        "device `cuda:{0}` was asked for, but this build of flow runs on the CPU only; build it with `--features cuda` (scripts/build-cuda.sh does, without a CUDA install; docs/gpu.md)"
+    )]
+    NoCuda(usize),
+    #[cfg(feature = "cuda")]
+    #[error("device `cuda:{n}` was asked for, but this machine has {count} GPU(s) visible")]
+    Missing { n: usize, count: usize },
+    #[cfg(feature = "cuda")]
+    #[error("cannot open `cuda:{n}`")]
+    Open { n: usize, source: candle_core::Error },
+}
 
 /// The device for a stage's `device:` setting.
-pub fn select(name: &str) -> Result<Device, String> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "auto" if gpu_count() > 0 => cuda(0),
-        "auto" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => cuda(n),
-            _ => Err(format!("unknown device `{other}`")),
-        },
+pub fn select(device: spec::Device) -> Result<Device, DeviceError> {
+    match device {
+        spec::Device::Cpu => Ok(Device::Cpu),
+        spec::Device::Auto if gpu_count() > 0 => cuda(0),
+        spec::Device::Auto => Ok(Device::Cpu),
+        spec::Device::Cuda(n) => cuda(n.unwrap_or(0)),
     }
 }
 
@@ -32,17 +43,17 @@ pub fn describe(device: &Device) -> String {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(n: usize) -> Result<Device, String> {
-    Err(format!("device `cuda:{n}` was asked for, but {NO_CUDA}"))
+fn cuda(n: usize) -> Result<Device, DeviceError> {
+    Err(DeviceError::NoCuda(n))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(n: usize) -> Result<Device, String> {
+fn cuda(n: usize) -> Result<Device, DeviceError> {
     let count = gpu_count();
     if n >= count {
-        return Err(format!("device `cuda:{n}` was asked for, but this machine has {count} GPU(s) visible"));
+        return Err(DeviceError::Missing { n, count });
     }
-    Device::new_cuda(n).map_err(|e| format!("cannot open `cuda:{n}`: {e}"))
+    Device::new_cuda(n).map_err(|source| DeviceError::Open { n, source })
 }
 
 /// The GPUs visible to this process (`CUDA_VISIBLE_DEVICES` applies); 0 in a build without
@@ -85,17 +96,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_map_to_devices_and_a_cpu_build_explains_how_to_get_cuda() {
-        assert!(matches!(select("cpu"), Ok(Device::Cpu)));
-        assert_eq!(select("gpu").unwrap_err(), "unknown device `gpu`");
-        assert_eq!(select("cuda:x").unwrap_err(), "unknown device `cuda:x`");
+    fn settings_map_to_devices_and_a_cpu_build_explains_how_to_get_cuda() {
+        assert!(matches!(select(spec::Device::Cpu), Ok(Device::Cpu)));
         assert_eq!(describe(&Device::Cpu), "cpu");
         if gpu_count() == 0 {
-            assert!(matches!(select("auto"), Ok(Device::Cpu)), "auto falls back to the CPU");
+            assert!(matches!(select(spec::Device::Auto), Ok(Device::Cpu)), "auto falls back to the CPU");
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let e = select("cuda:1").unwrap_err();
+            let e = select(spec::Device::Cuda(Some(1))).unwrap_err().to_string();
             assert!(e.starts_with("device `cuda:1` was asked for") && e.contains("--features cuda"), "{e}");
         }
     }

@@ -1,4 +1,4 @@
-//! Growing a model into a larger one (reference §1): depth by G_stack (`stack`: the whole
+//! Growing a model into a larger one (docs/stages.md#grow): depth by G_stack (`stack`: the whole
 //! block stack repeated) or by function-preserving zero blocks (`zero`: new blocks whose
 //! `o_proj` and `down_proj` are 0, so each is the identity), and width — FFN neurons (Net2Net
 //! `split` with divided `down_proj` columns, or `zero`), and hidden size with proportionally
@@ -56,29 +56,43 @@ pub struct Plan {
     pub seed: u64,
 }
 
+/// Why a model cannot be grown as planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrowError {
+    #[error("growth cannot shrink the model")]
+    Shrink,
+    #[error("stack growth needs a multiple of the source's {source_layers} layers, not {layers}")]
+    Stack { source_layers: usize, layers: usize },
+    #[error("the hidden size must stay a multiple of the head dimension {0}")]
+    HeadDim(usize),
+    #[error("the hidden size must keep the ratio of attention to key/value heads whole")]
+    KvRatio,
+    #[error("the source lacks `{0}`")]
+    Missing(String),
+    #[error(transparent)]
+    Config(#[from] crate::ml::model::ConfigError),
+}
+
 /// A flat f32 tensor with its shape.
 pub type Flat = (Vec<f32>, Vec<usize>);
 
 /// The target config of growing `c` by `plan`: head dimension is kept, so heads (and KV
 /// heads) grow with the hidden size.
-pub fn target(c: &Config, plan: &Plan) -> Result<Config, String> {
+pub fn target(c: &Config, plan: &Plan) -> Result<Config, GrowError> {
     if plan.layers < c.num_hidden_layers || plan.hidden < c.hidden_size || plan.ffn < c.intermediate_size {
-        return Err("growth cannot shrink the model".into());
+        return Err(GrowError::Shrink);
     }
     if plan.depth == Depth::Stack && !plan.layers.is_multiple_of(c.num_hidden_layers) {
-        return Err(format!(
-            "stack growth needs a multiple of the source's {} layers, not {}",
-            c.num_hidden_layers, plan.layers
-        ));
+        return Err(GrowError::Stack { source_layers: c.num_hidden_layers, layers: plan.layers });
     }
     let hd = c.head_dim();
     if !plan.hidden.is_multiple_of(hd) {
-        return Err(format!("the hidden size must stay a multiple of the head dimension {hd}"));
+        return Err(GrowError::HeadDim(hd));
     }
     let heads = plan.hidden / hd;
     let kv = c.num_key_value_heads * heads / c.num_attention_heads;
     if kv * c.num_attention_heads != c.num_key_value_heads * heads {
-        return Err("the hidden size must keep the ratio of attention to key/value heads whole".into());
+        return Err(GrowError::KvRatio);
     }
     let mut t = c.clone();
     t.num_hidden_layers = plan.layers;
@@ -113,9 +127,14 @@ fn pad(src: &[f32], r: usize, c: usize, rows: usize, cols: usize, fill: Vec<f32>
 }
 
 /// Grows the named tensors of a model with config `c` into `t` (from [`target`]).
-pub fn grow(c: &Config, t: &Config, plan: &Plan, src: &HashMap<String, Flat>) -> Result<HashMap<String, Flat>, String> {
+pub fn grow(
+    c: &Config,
+    t: &Config,
+    plan: &Plan,
+    src: &HashMap<String, Flat>,
+) -> Result<HashMap<String, Flat>, GrowError> {
     let mut rng = Rng(ChaCha8Rng::seed_from_u64(plan.seed));
-    let get = |name: &str| src.get(name).ok_or_else(|| format!("the source lacks `{name}`"));
+    let get = |name: &str| src.get(name).ok_or_else(|| GrowError::Missing(name.to_owned()));
     let (d, dd, f, ff) = (c.hidden_size, t.hidden_size, c.intermediate_size, t.intermediate_size);
     let (hd, v) = (c.head_dim(), c.vocab_size);
     let (q_rows, kv_rows) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
@@ -288,7 +307,10 @@ mod tests {
                 assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "block {i} {part}");
             }
         }
-        assert!(target(&m.config, &plan(5, Depth::Stack, 16, 24, Widen::Zero)).unwrap_err().contains("multiple"));
+        assert_eq!(
+            target(&m.config, &plan(5, Depth::Stack, 16, 24, Widen::Zero)).unwrap_err(),
+            GrowError::Stack { source_layers: m.config.num_hidden_layers, layers: 5 }
+        );
     }
 
     #[test]

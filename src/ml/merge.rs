@@ -80,6 +80,15 @@ pub enum RuleValue {
     Gradient(Vec<f64>),
 }
 
+/// A malformed per-tensor merge setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("gradients and rule lists must not be empty")]
+    Empty,
+    #[error("values must be finite")]
+    NotFinite,
+}
+
 impl Setting {
     /// Every number the setting holds (for range checks).
     pub fn values(&self) -> Vec<f64> {
@@ -97,7 +106,7 @@ impl Setting {
     }
 
     /// Whether the setting is well formed: no empty gradient or rule list.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         let empty = match self {
             Setting::Value(_) => false,
             Setting::Gradient(g) => g.is_empty(),
@@ -106,10 +115,10 @@ impl Setting {
             }
         };
         if empty {
-            return Err("gradients and rule lists must not be empty".into());
+            return Err(SettingError::Empty);
         }
         if self.values().iter().any(|v| !v.is_finite()) {
-            return Err("values must be finite".into());
+            return Err(SettingError::NotFinite);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! tensors of the step each way; here each direction is one pass per row, parallel over rows.
 //!
 //! They are candle `CustomOp`s *with* `bwd`, unlike candle-nn's fused softmax (whose missing
-//! backward silently stops learning, reference §0). The gradient tests in `model` and here
+//! backward silently stops learning: docs/architecture.md#the-model-on-candle). The gradient tests in `model` and here
 //! check them against the elementary-op versions, which are what runs where the kernels do not:
 //! on a GPU (candle has CUDA kernels for every elementary op, and their backward passes) and on
 //! half-precision tensors.
@@ -77,6 +77,24 @@ fn softmax_rows<T: Float>(x: &[T], d: usize) -> Vec<T> {
 
 struct Softmax;
 
+/// Runs `$body` on the slices of two inputs of one dtype, f32 or f64 (each arm instantiates the
+/// generic kernel for its type); other dtypes are an error naming the op.
+macro_rules! on_two {
+    ($name:literal, ($s1:expr, $l1:expr), ($s2:expr, $l2:expr), |$a:ident, $b:ident| $body:expr) => {
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b) = (slice::<f32>($s1, $l1)?, slice::<f32>($s2, $l2)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b) = (slice::<f64>($s1, $l1)?, slice::<f64>($s2, $l2)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!(concat!($name, " supports f32 and f64")),
+        }
+    };
+}
+
 impl CustomOp1 for Softmax {
     fn name(&self) -> &'static str {
         "flow-softmax"
@@ -118,15 +136,7 @@ impl CustomOp2 for SoftmaxGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = row_len(l1)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(softmax_grad_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(softmax_grad_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d))
-            }
-            _ => candle_core::bail!("flow-softmax-grad supports f32 and f64"),
-        };
+        let out = on_two!("flow-softmax-grad", (s1, l1), (s2, l2), |a, b| softmax_grad_rows(a, b, d));
         Ok((out, l1.shape().clone()))
     }
 }
@@ -284,15 +294,7 @@ impl CustomOp2 for RmsNorm {
         if row_len(l1)? != l2.shape().elem_count() {
             candle_core::bail!("rms-norm weight of {} for rows of {}", l2.shape().elem_count(), row_len(l1)?);
         }
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(rms_rows(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, self.eps))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(rms_rows(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, self.eps))
-            }
-            _ => candle_core::bail!("flow-rms-norm supports f32 and f64"),
-        };
+        let out = on_two!("flow-rms-norm", (s1, l1), (s2, l2), |x, w| rms_rows(x, w, self.eps));
         Ok((out, l1.shape().clone()))
     }
 
@@ -392,15 +394,7 @@ impl CustomOp2 for RmsNormGradW {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let d = row_len(l1)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(rms_grad_w(slice::<f32>(s1, l1)?, slice::<f32>(s2, l2)?, d, self.eps))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(rms_grad_w(slice::<f64>(s1, l1)?, slice::<f64>(s2, l2)?, d, self.eps))
-            }
-            _ => candle_core::bail!("flow-rms-norm-grad-w supports f32 and f64"),
-        };
+        let out = on_two!("flow-rms-norm-grad-w", (s1, l1), (s2, l2), |x, g| rms_grad_w(x, g, d, self.eps));
         Ok((out, Shape::from(d)))
     }
 }
@@ -419,106 +413,4 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
-    use candle_core::{Device, Var};
-
-    use super::*;
-
-    fn sample(shape: (usize, usize), seed: u64) -> Var {
-        let n = shape.0 * shape.1;
-        let data: Vec<f64> =
-            (0..n).map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f64 / 250.0) - 2.0).collect();
-        Var::from_tensor(&Tensor::from_vec(data, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
-    }
-
-    #[test]
-    fn softmax_and_its_gradient_match_the_elementary_ops() {
-        let x = sample((7, 13), 1);
-        let w = sample((7, 13), 2);
-        let ours = softmax_last(x.as_tensor()).unwrap();
-        let reference = candle_nn::ops::softmax(x.as_tensor(), D::Minus1).unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-12);
-        let g1 = (ours * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (reference * w.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
-    }
-
-    #[test]
-    fn rms_norm_and_its_gradients_match_the_elementary_ops() {
-        let x = sample((6, 10), 4);
-        let w = sample((1, 10), 5);
-        let w1 = Var::from_tensor(&w.as_tensor().squeeze(0).unwrap()).unwrap();
-        let probe = sample((6, 10), 6);
-        let ours = rms_norm(x.as_tensor(), w1.as_tensor(), 1e-5).unwrap();
-        let ms = x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-        let reference = x
-            .as_tensor()
-            .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
-            .unwrap()
-            .broadcast_mul(w1.as_tensor())
-            .unwrap();
-        assert!(max_diff(&ours, &reference) < 1e-12);
-        let g1 = (ours * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (reference * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
-        assert!(max_diff(g1.get(&w1).unwrap(), g2.get(&w1).unwrap()) < 1e-12);
-    }
-
-    /// What runs on a GPU or on half precision: the same results, and gradients, as the kernels.
-    #[test]
-    fn the_elementary_path_matches_the_kernels() {
-        let x = sample((5, 12), 7);
-        let w = Var::from_tensor(&sample((1, 12), 8).as_tensor().squeeze(0).unwrap()).unwrap();
-        let probe = sample((5, 12), 9);
-        let t = Tensor::from_vec(vec![0u32, 3, 11, 7, 5], 5, &Device::Cpu).unwrap();
-        let half = |t: &Tensor| t.to_dtype(DType::BF16).unwrap();
-        let back = |t: Tensor| t.to_dtype(DType::F64).unwrap();
-        for (name, kernel, elementary, tolerance) in [
-            ("softmax", softmax_last(x.as_tensor()).unwrap(), back(softmax_last(&half(x.as_tensor())).unwrap()), 1e-2),
-            (
-                "rms_norm",
-                rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap(),
-                back(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()),
-                3e-2,
-            ),
-            (
-                "cross_entropy",
-                cross_entropy_rows(x.as_tensor(), &t).unwrap(),
-                back(cross_entropy_rows(&half(x.as_tensor()), &t).unwrap()),
-                3e-2,
-            ),
-        ] {
-            assert!(max_diff(&kernel, &elementary) < tolerance, "{name}: {}", max_diff(&kernel, &elementary));
-        }
-        // Gradients through the half-precision path reach the f64 variables, close to the kernels'.
-        let loss = |y: Tensor| (y.to_dtype(DType::F64).unwrap() * probe.as_tensor()).unwrap().sum_all().unwrap();
-        let g1 = loss(rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap()).backward().unwrap();
-        let g2 = loss(rms_norm(&half(x.as_tensor()), &half(w.as_tensor()), 1e-5).unwrap()).backward().unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 5e-2);
-        assert!(max_diff(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 5e-2);
-        let bad = Tensor::from_vec(vec![12u32; 5], 5, &Device::Cpu).unwrap();
-        assert!(cross_entropy_rows(&half(x.as_tensor()), &bad).is_err());
-    }
-
-    #[test]
-    fn cross_entropy_and_its_gradient_match_the_elementary_ops() {
-        let x = sample((9, 11), 3);
-        let t = Tensor::from_vec((0..9u32).map(|i| (i * 5) % 11).collect::<Vec<_>>(), 9, &Device::Cpu).unwrap();
-        let ours = cross_entropy_rows(x.as_tensor(), &t).unwrap().mean_all().unwrap();
-        let reference = candle_nn::loss::cross_entropy(x.as_tensor(), &t).unwrap();
-        assert!((ours.to_scalar::<f64>().unwrap() - reference.to_scalar::<f64>().unwrap()).abs() < 1e-12);
-        let g1 = ours.backward().unwrap();
-        let g2 = reference.backward().unwrap();
-        assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
-        // f32 agrees with the f64 result to f32 precision.
-        let x32 = x.as_tensor().to_dtype(DType::F32).unwrap();
-        let l32 = cross_entropy_rows(&x32, &t).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
-        assert!((l32 - reference.to_scalar::<f64>().unwrap()).abs() < 1e-5);
-        let bad = Tensor::from_vec(vec![11u32; 9], 9, &Device::Cpu).unwrap();
-        assert!(cross_entropy_rows(x.as_tensor(), &bad).is_err());
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 //! Learning-rate schedules as pure functions of the step, so a resumed run gets exactly the
-//! learning rates it would have had uninterrupted (reference §2).
+//! learning rates it would have had uninterrupted (docs/stages.md#pretrain).
 //!
 //! Every schedule shares nanoGPT's linear warmup; after it, a schedule either holds the peak or
 //! decays to its final learning rate, reaching it exactly on the last step.
@@ -75,19 +75,26 @@ impl DecayShape {
     }
 }
 
+/// A schedule that does not fit its run's peak learning rate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("peak learning rate must be finite and positive, got {0}")]
+    Peak(f64),
+    #[error("`{field}` must be in [0, peak = {peak}], got {value}")]
+    End { field: &'static str, peak: f64, value: f64 },
+    #[error("`decay` must be a fraction in [0, 1], got {0}")]
+    Decay(f64),
+}
+
 impl Schedule {
     /// Checks the schedule against the run's peak learning rate: everything finite, the
     /// final/minimum learning rate in `[0, peak]`, and the WSD decay fraction in `[0, 1]`.
-    pub fn validate(&self, peak: f64) -> Result<(), String> {
+    pub fn validate(&self, peak: f64) -> Result<(), ScheduleError> {
         if !(peak.is_finite() && peak > 0.0) {
-            return Err(format!("peak learning rate must be finite and positive, got {peak}"));
+            return Err(ScheduleError::Peak(peak));
         }
-        let end = |field: &str, value: f64| {
-            if (0.0..=peak).contains(&value) {
-                Ok(())
-            } else {
-                Err(format!("`{field}` must be in [0, peak = {peak}], got {value}"))
-            }
+        let end = |field: &'static str, value: f64| {
+            if (0.0..=peak).contains(&value) { Ok(()) } else { Err(ScheduleError::End { field, peak, value }) }
         };
         match *self {
             Self::Constant => Ok(()),
@@ -95,7 +102,7 @@ impl Schedule {
             Self::Linear { final_lr } => end("final_lr", final_lr),
             Self::Wsd { decay, final_lr, .. } => {
                 if !(0.0..=1.0).contains(&decay) {
-                    return Err(format!("`decay` must be a fraction in [0, 1], got {decay}"));
+                    return Err(ScheduleError::Decay(decay));
                 }
                 end("final_lr", final_lr)
             }

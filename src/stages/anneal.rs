@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::pretrain::{Common, ROLES, TrainerState, train_stage};
-use super::{About, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
+use super::training::{Common, ROLES, TRAINED, TrainerState, train_stage};
+use super::{About, InputError, Kind, ParamError, Progress, Roles, StageError, Task, invalid, typed};
 use crate::ml::schedule::{self, DecayShape, Schedule};
 
 pub struct Anneal;
@@ -34,10 +34,9 @@ impl Kind for Anneal {
             name: "anneal",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &["seed"],
-            outputs: super::pretrain::TRAINED,
+            outputs: TRAINED,
         }
     }
 
@@ -62,12 +61,12 @@ impl Kind for Anneal {
             None => {
                 let path = task.input("model")?.join("trainer_state.json");
                 let state: TrainerState = serde_json::from_slice(&fs_err::read(&path)?)
-                    .map_err(|e| StageError::Input(format!("`{}`: {e}", path.display())))?;
+                    .map_err(|error| InputError::TrainerState { path: path.clone(), error })?;
                 state.last_lr
             }
         };
         if p.final_lr > start {
-            return Err(StageError::Input(format!("final_lr {} is above the starting LR {start}", p.final_lr)));
+            return Err(InputError::FinalLrAbove { final_lr: p.final_lr, start }.into());
         }
         // A whole-run decay: WSD with every step in the decay phase.
         let decay = Schedule::Wsd { decay: 1.0, shape: p.shape, final_lr: p.final_lr };

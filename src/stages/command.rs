@@ -10,15 +10,7 @@ pub struct Command;
 
 impl Kind for Command {
     fn about(&self) -> &'static About {
-        &About {
-            name: "command",
-            version: 1,
-            roles: Roles::Any,
-            shell: true,
-            device: false,
-            defaults: &[],
-            outputs: &[],
-        }
+        &About { name: "command", version: 1, roles: Roles::Any, device: false, defaults: &[], outputs: &[] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

@@ -37,7 +37,6 @@ impl Kind for Corpus {
             name: "corpus",
             version: 1,
             roles: Roles::Fixed(&[]),
-            shell: false,
             device: false,
             defaults: &["seed"],
             outputs: &["documents.jsonl"],

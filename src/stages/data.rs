@@ -18,7 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{
+    About, InputError, Kind, LineProblem, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed,
+};
 use crate::hash::Digest;
 use crate::ml::shards::{self, Dtype, Index, SourceStats, SplitInfo};
 use crate::ml::tokenizer::{EOT, Tokenizer};
@@ -82,7 +84,6 @@ impl Kind for Data {
             name: "data",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: false,
             defaults: &["seed"],
             outputs: &["index.json", "tokenizer.json", "train.bin"],
@@ -121,11 +122,11 @@ impl Kind for Data {
             sources.push(("inputs".into(), texts));
         }
         if sources.is_empty() {
-            return Err(StageError::Input("a data stage needs `sources` stages or `inputs:` files".into()));
+            return Err(InputError::NoSources.into());
         }
         let weights = match &p.weights {
             Some(w) if w.len() != sources.len() => {
-                return Err(StageError::Input(format!("{} weights for {} sources", w.len(), sources.len())));
+                return Err(InputError::Weights { weights: w.len(), items: sources.len(), what: "sources" }.into());
             }
             Some(w) => w.clone(),
             None => vec![1.0; sources.len()],
@@ -150,9 +151,7 @@ impl Kind for Data {
             per_source.push((train, val, docs, bytes));
         }
         if p.val_fraction > 0.0 && per_source.iter().all(|s| s.1.is_empty()) {
-            return Err(StageError::Input(
-                "no document fell into the val split; add documents or raise `val_fraction`".into(),
-            ));
+            return Err(InputError::NoValDocuments.into());
         }
         let order = mixture(&per_source.iter().map(|s| s.0.len()).collect::<Vec<_>>(), &weights, p.documents, p.seed)?;
         let train_docs: Vec<&str> = order.iter().map(|&(s, i)| per_source[s].0[i].as_str()).collect();
@@ -162,9 +161,7 @@ impl Kind for Data {
             (None, [file]) => Tokenizer::load(file)?,
             (None, []) => Tokenizer::train(train_docs.iter().copied(), p.vocab_size)?,
             _ => {
-                return Err(StageError::Input(
-                    "give one tokenizer: a `tokenizer` stage or one `tokenizer.json` input".into(),
-                ));
+                return Err(InputError::Tokenizers.into());
             }
         };
         progress(&Progress { step: 2, total: 3, ..Default::default() });
@@ -258,11 +255,11 @@ pub fn read_documents(path: &Path, split: TextSplit, field: &str) -> Result<Vec<
     let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
         let mut docs = Vec::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line)
-                .map_err(|e| StageError::Input(format!("`{}` line {}: {e}", path.display(), n + 1)))?;
-            let doc = v.get(field).and_then(Value::as_str).ok_or_else(|| {
-                StageError::Input(format!("`{}` line {}: no string field `{field}`", path.display(), n + 1))
-            })?;
+            let v: Value = serde_json::from_str(line).map_err(|e| InputError::line(path, n, e))?;
+            let doc = v
+                .get(field)
+                .and_then(Value::as_str)
+                .ok_or_else(|| InputError::line(path, n, LineProblem::NoField(field.to_owned())))?;
             docs.push(doc.to_owned());
         }
         docs
@@ -322,7 +319,7 @@ pub fn mixture(
             .unwrap_or(0),
     };
     if let Some((i, _)) = w.iter().zip(counts).enumerate().find(|(_, (w, c))| **w > 0.0 && **c == 0) {
-        return Err(StageError::Input(format!("source {i} has weight {} but no train documents", weights[i])));
+        return Err(InputError::EmptySource { index: i, weight: weights[i] }.into());
     }
     let orders: Vec<Vec<usize>> = counts
         .iter()

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{
+    About, InputError, Kind, LineProblem, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed,
+};
 use crate::ml::chat::{self, Conversation, Encoded, LossOn, Message, Speaker};
 use crate::ml::generate;
 use crate::ml::model::Model;
@@ -106,7 +108,6 @@ impl Kind for Eval {
             name: "eval",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &[],
             outputs: &["metrics.json"],
@@ -128,7 +129,7 @@ impl Kind for Eval {
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         if !task.inputs.contains_key("data") && !task.inputs.contains_key("tasks") {
-            return Err(StageError::Input("an eval stage needs a `data` or a `tasks` role (or both)".into()));
+            return Err(InputError::NothingToEvaluate.into());
         }
         let model_dir = task.input("model")?;
         let device = task.open_device(progress)?;
@@ -138,7 +139,7 @@ impl Kind for Eval {
             None => None,
             Some(_) => {
                 let data_dir = task.input("data")?;
-                super::pretrain::same_tokenizer(model_dir, data_dir)?;
+                super::training::same_tokenizer(model_dir, data_dir)?;
                 let index = Index::load(data_dir)?;
                 let val = index.tokens(data_dir, &index.val)?;
                 let train = index.tokens(data_dir, &index.train)?;
@@ -197,15 +198,14 @@ pub fn read_tasks(path: &std::path::Path) -> Result<Vec<Item>, StageError> {
     let text = fs_err::read_to_string(path)?;
     let mut items = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = |e: String| StageError::Input(format!("`{}` line {}: {e}", path.display(), n + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-        let conv = Conversation::from_value(&v).map_err(at)?;
-        let (prompt, answer) = conv.split_last().ok_or_else(|| at("no assistant turn to compare with".into()))?;
+        let v: Value = serde_json::from_str(line).map_err(|e| InputError::line(path, n, e))?;
+        let conv = Conversation::from_value(&v).map_err(|e| InputError::line(path, n, e))?;
+        let (prompt, answer) = conv.split_last().ok_or_else(|| InputError::line(path, n, LineProblem::NoAnswer))?;
         let family = v.get("family").and_then(Value::as_str).unwrap_or("tasks").to_owned();
         items.push(Item { family, answer: answer.to_owned(), prompt });
     }
     if items.is_empty() {
-        return Err(StageError::Input(format!("`{}` holds no tasks", path.display())));
+        return Err(InputError::NoTasks(path.to_path_buf()).into());
     }
     Ok(items)
 }
@@ -274,11 +274,7 @@ pub fn evaluate(
     p: &Params,
 ) -> Result<LanguageMetrics, StageError> {
     if tokens.len() < p.seq_len + 1 {
-        return Err(StageError::Input(format!(
-            "the val split has {} tokens, fewer than one window of {}",
-            tokens.len(),
-            p.seq_len + 1
-        )));
+        return Err(InputError::ShortVal { tokens: tokens.len(), window: p.seq_len + 1 }.into());
     }
     let (loss, n_tokens) = crate::ml::train::evaluate(model, tokens, p.seq_len, p.windows, p.batch)?;
     let max_start = tokens.len() - p.seq_len - 1;

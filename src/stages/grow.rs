@@ -57,7 +57,6 @@ impl Kind for Grow {
             name: "grow",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &["seed"],
             outputs: super::MODEL,
@@ -83,13 +82,13 @@ impl Kind for Grow {
             widen: p.ffn_method,
             seed: p.seed,
         };
-        let target = grow::target(c, &plan).map_err(StageError::Input)?;
+        let target = grow::target(c, &plan)?;
         let mut src = std::collections::HashMap::new();
         for (name, var) in model.params() {
             let flat: Flat = (var.as_tensor().flatten_all()?.to_vec1::<f32>()?, var.dims().to_vec());
             src.insert(name, flat);
         }
-        let grown = grow::grow(c, &target, &plan, &src).map_err(StageError::Input)?;
+        let grown = grow::grow(c, &target, &plan, &src)?;
         let tensors = grown
             .into_iter()
             .map(|(k, (data, shape))| Ok((k, Tensor::from_vec(data, shape, &device)?)))

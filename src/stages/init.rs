@@ -80,7 +80,6 @@ impl Kind for Init {
             name: "init",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &["seed"],
             outputs: super::MODEL,
@@ -91,7 +90,7 @@ impl Kind for Init {
         let (mut p, _): (Params, Value) = typed(with)?;
         // The vocabulary is not known yet; any valid size checks the shapes.
         let config = p.config(512);
-        config.validate().map_err(|e| invalid("hidden", e))?;
+        config.validate().map_err(|e| invalid("hidden", e.to_string()))?;
         // Resolve derived defaults, so writing them out does not change the fingerprint.
         p.kv_heads = Some(config.num_key_value_heads);
         p.ffn = Some(config.intermediate_size);

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use super::{About, InputError, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::ml::merge::{self, Method, Setting, Settings};
 use crate::ml::model::Model;
 
@@ -60,7 +60,6 @@ impl Kind for Merge {
             name: "merge",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &["seed"],
             outputs: super::MODEL,
@@ -78,7 +77,7 @@ impl Kind for Merge {
         ];
         for (key, setting, ok, message) in ranges {
             if let Some(s) = setting {
-                s.check().map_err(|e| invalid(key, e))?;
+                s.check().map_err(|e| invalid(key, e.to_string()))?;
                 if !s.values().into_iter().all(ok) {
                     return Err(invalid(key, message));
                 }
@@ -102,25 +101,25 @@ impl Kind for Merge {
         match (p.method, base_dir.is_some(), dirs.len()) {
             (Method::Slerp, true, 1) | (Method::Linear, _, 1..) => {}
             (Method::Slerp, _, _) => {
-                return Err(StageError::Input("slerp needs a `base` and exactly one of `models`".into()));
+                return Err(InputError::Slerp.into());
             }
             (Method::ModelStock, true, 2..) => {}
             (Method::ModelStock, _, _) => {
-                return Err(StageError::Input("model_stock needs a `base` and at least two `models`".into()));
+                return Err(InputError::ModelStock.into());
             }
             (m, false, _) if m.needs_base() => {
-                return Err(StageError::Input(format!("{m:?} merges task vectors and needs a `base`")));
+                return Err(InputError::NeedsBase(format!("{m:?}")).into());
             }
             _ => {}
         }
         let weights = p.weights.clone().unwrap_or_else(|| vec![1.0; dirs.len()]);
         if weights.len() != dirs.len() {
-            return Err(StageError::Input(format!("{} weights for {} models", weights.len(), dirs.len())));
+            return Err(InputError::Weights { weights: weights.len(), items: dirs.len(), what: "models" }.into());
         }
         let tokenizer = fs_err::read(dirs[0].join("tokenizer.json"))?;
         for d in dirs.iter().chain(&base_dir) {
             if fs_err::read(d.join("tokenizer.json"))? != tokenizer {
-                return Err(StageError::Input(format!("`{}` uses a different tokenizer", d.display())));
+                return Err(InputError::OtherTokenizer(d.clone()).into());
             }
         }
         let models: Vec<Model> = dirs.iter().map(|d| Model::load(d, &device)).collect::<Result<_, _>>()?;
@@ -132,11 +131,7 @@ impl Kind for Merge {
         let settings = |name: &str| -> Result<Settings, StageError> {
             let depth = merge::depth(name, layers);
             let at = |key: &str, s: &Setting| {
-                s.at(name, depth).ok_or_else(|| {
-                    StageError::Input(format!(
-                        "no rule of `{key}` applies to tensor `{name}`; add one without a `filter`"
-                    ))
-                })
+                s.at(name, depth).ok_or_else(|| InputError::NoRule { key: key.to_owned(), tensor: name.to_owned() })
             };
             Ok(Settings {
                 method: p.method,
@@ -158,12 +153,10 @@ impl Kind for Merge {
         let mut merged = HashMap::new();
         for (i, (name, shape)) in shapes.iter().enumerate() {
             let flat = |table: &HashMap<String, candle_core::Var>| -> Result<Vec<f32>, StageError> {
-                let t = table.get(name).ok_or_else(|| StageError::Input(format!("a model lacks tensor `{name}`")))?;
+                let t = table.get(name).ok_or_else(|| InputError::MissingTensor(name.clone()))?;
                 if t.dims() != shape.as_slice() {
-                    return Err(StageError::Input(format!(
-                        "tensor `{name}` has shape {:?} in one model and {shape:?} in another",
-                        t.dims()
-                    )));
+                    let (found, expected) = (t.dims().to_vec(), shape.clone());
+                    return Err(InputError::Shape { tensor: name.clone(), found, expected }.into());
                 }
                 Ok(t.as_tensor().flatten_all()?.to_vec1::<f32>()?)
             };

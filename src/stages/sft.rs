@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::pretrain::{Optim, Rate, check_positions, optimizer, same_tokenizer, train_loop, write_outputs};
-use super::{About, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
-use crate::ml::chat::{self, Conversation, Encoded, LossOn, Sft as SftBatches};
+use super::training::{Optim, Rate, TRAINED, check_positions, optimizer, same_tokenizer, train_loop, write_outputs};
+use super::{About, InputError, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
+use crate::ml::chat::{self, ChatBatches, Conversation, Encoded, LossOn};
 use crate::ml::model::Model;
 use crate::ml::tokenizer::Tokenizer;
 
@@ -85,10 +85,9 @@ impl Kind for Sft {
             name: "sft",
             version: 1,
             roles: Roles::Fixed(ROLES),
-            shell: false,
             device: true,
             defaults: &["seed"],
-            outputs: super::pretrain::TRAINED,
+            outputs: TRAINED,
         }
     }
 
@@ -118,14 +117,11 @@ impl Kind for Sft {
             files.push(dir.join(&p.file));
         }
         if let Some(other) = task.files.iter().find(|f| f.extension().is_none_or(|e| e != "jsonl")) {
-            return Err(StageError::Input(format!(
-                "sft reads conversations from `.jsonl` files; `{}` is not one",
-                other.display()
-            )));
+            return Err(InputError::NotJsonl(other.clone()).into());
         }
         files.extend(task.files.iter().cloned());
         if files.is_empty() {
-            return Err(StageError::Input("an sft stage needs a `data` stage or `.jsonl` files in `inputs:`".into()));
+            return Err(InputError::NoConversations.into());
         }
         let device = task.open_device(progress)?;
         let mut model = Model::load(model_dir, &device)?;
@@ -133,7 +129,7 @@ impl Kind for Sft {
         check_positions(&model, o.seq_len)?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
         let (train, val, mut report) = prepare(&files, &tokenizer, &p)?;
-        let mut batches = SftBatches::new(train, val, o.batch, o.accumulate, o.seq_len, p.packing, o.seed)?;
+        let mut batches = ChatBatches::new(train, val, o.batch, o.accumulate, o.seq_len, p.packing, o.seed)?;
         report.rows_per_epoch = batches.rows_per_epoch();
         report.epochs = (p.steps as usize * o.batch * o.accumulate) as f64 / report.rows_per_epoch as f64;
         let mut opt = optimizer(&model, model_dir, o, p.resume_optimizer)?;
@@ -159,9 +155,8 @@ fn prepare(
         let text = fs_err::read_to_string(path)?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let at = |e: String| StageError::Input(format!("`{}` line {}: {e}", path.display(), n + 1));
-            let v: Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-            let conv = Conversation::from_value(&v).map_err(at)?;
+            let v: Value = serde_json::from_str(line).map_err(|e| InputError::line(path, n, e))?;
+            let conv = Conversation::from_value(&v).map_err(|e| InputError::line(path, n, e))?;
             report.conversations += 1;
             let mut e = chat::encode(tokenizer, &conv, p.loss_on)?;
             if let Some(dropped) = e.truncate(p.optim.seq_len + 1) {
@@ -187,10 +182,12 @@ fn prepare(
     report.train_conversations = train.len();
     report.val_conversations = val.len();
     if train.is_empty() {
-        return Err(StageError::Input(format!(
-            "none of {} conversations is left to train on ({} have no trainable token within seq_len {})",
-            report.conversations, report.no_trainable_tokens, p.optim.seq_len
-        )));
+        return Err(InputError::NothingToTrain {
+            conversations: report.conversations,
+            untrainable: report.no_trainable_tokens,
+            seq_len: p.optim.seq_len,
+        }
+        .into());
     }
     Ok((train, val, report))
 }

@@ -40,15 +40,7 @@ fn test() -> usize {
 
 impl Kind for Tasks {
     fn about(&self) -> &'static About {
-        &About {
-            name: "tasks",
-            version: 2,
-            roles: Roles::Fixed(&[]),
-            shell: false,
-            device: false,
-            defaults: &["seed"],
-            outputs: &[],
-        }
+        &About { name: "tasks", version: 2, roles: Roles::Fixed(&[]), device: false, defaults: &["seed"], outputs: &[] }
     }
 
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {

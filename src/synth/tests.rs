@@ -2,6 +2,9 @@
 //! arithmetic, consistent facts, agreeing prose, correct answers, and a split that never shares
 //! a problem and sends one problem in ten to the test set whatever its shape.
 
+// The tests print what they measured (counts, timings) to the test log.
+#![allow(clippy::print_stderr)]
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::arithmetic::check_equation;

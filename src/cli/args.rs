@@ -1,0 +1,224 @@
+//! The command line's types: what `flow` accepts, with the help text users read (clap
+//! derive). Nothing here runs anything; [`super::commands`] does.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::spec::Device;
+
+/// Declarative, content-addressed workflows for multi-stage model training.
+///
+/// A workflow YAML declares stages; `flow apply` runs them as a DAG and keeps every output in a
+/// content-addressed store, so the next apply re-runs only what changed.
+#[derive(Debug, Parser)]
+#[command(name = "flow", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    /// The local store directory (default: `cache/` at the project root, the nearest ancestor
+    /// of the workflow holding `.git` or `cache/`).
+    #[arg(long, global = true, env = "FLOW_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Log what flow does internally (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the stages whose inputs changed; restore the rest from the store.
+    Apply(ApplyArgs),
+    /// Show, per stage, whether it is cached or will run, and why.
+    Plan(PlanArgs),
+    /// Draw the stage DAG.
+    Graph {
+        /// The workflow file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Show a stage's fingerprint, artifact, files and provenance.
+    Show {
+        /// The workflow file.
+        file: PathBuf,
+        /// The stage to show.
+        stage: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Draw the loss and learning-rate curves of a training artifact to this SVG file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// The same overrides the artifact was built with (`STAGE.with.KEY=VALUE`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Copy a stage's artifact out of the store as an ordinary, writable directory.
+    Checkout {
+        /// The workflow file.
+        file: PathBuf,
+        /// The stage whose artifact to copy.
+        stage: String,
+        /// Destination directory (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// The same overrides the artifact was built with (`STAGE.with.KEY=VALUE`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Publish the artifacts a workflow's lock file names to the remote.
+    ///
+    /// For what an apply without `--push` left in the local store. Each artifact goes blobs,
+    /// then manifest, then record; what the remote already has is not sent again.
+    Push {
+        /// The workflow whose lock file (`<workflow>.lock`) names the artifacts.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the artifacts a workflow's lock file names from the remote, verified.
+    ///
+    /// A teammate commits the lock file; `flow pull` fetches exactly its artifacts (or those
+    /// of the named stages) into the local store without running anything.
+    Pull {
+        /// The workflow whose lock file (`<workflow>.lock`) names the artifacts.
+        file: PathBuf,
+        /// Only these stages (default: every stage in the lock file).
+        stages: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print one JSON object per line on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete store objects no lock file and no recent run references.
+    Gc {
+        /// Workflows whose lock files name artifacts to keep.
+        workflows: Vec<PathBuf>,
+        /// Also keep everything recorded within this many days.
+        #[arg(long, default_value_t = 7, value_name = "DAYS")]
+        keep_days: u64,
+        /// Report what would be deleted without deleting it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Collect on the remote instead of the local store: `--remote-url`/FLOW_REMOTE, else the
+        /// first workflow's `store.remote`. Blobs are deleted only while no lease is live, and
+        /// never if uploaded within the kept days.
+        #[arg(long)]
+        remote: bool,
+        /// The remote to collect on with `--remote` (default: the first workflow's
+        /// `store.remote`).
+        #[arg(long, env = "FLOW_REMOTE", value_name = "URL")]
+        remote_url: Option<String>,
+    },
+    /// Run one built-in stage from a task file (what `flow apply` starts; not for direct use).
+    #[command(hide = true)]
+    RunStage {
+        /// The task file written by `flow apply`.
+        task: PathBuf,
+    },
+    /// Run a local stage's process and end everything it starts with it, or when `flow apply`
+    /// dies (what `flow apply` starts around each stage; not for direct use).
+    #[command(hide = true)]
+    Supervise {
+        /// The stage's program and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Print the blake3 digest of files, as flow computes them (like `b3sum`).
+    Hash {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Re-hash every blob and check every record; exit 3 on any corruption.
+    Verify {
+        /// Use this workflow's store (its `store.local`, or `cache/` at its project root).
+        workflow: Option<PathBuf>,
+        /// Delete corrupt blobs and the records that need them, so the next apply re-runs them.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Selection {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// Only these stages and what they need (repeatable).
+    #[arg(long = "target", value_name = "STAGE")]
+    pub targets: Vec<String>,
+    /// Re-run these stages even if cached (repeatable); their dependents follow by content.
+    #[arg(long, value_name = "STAGE")]
+    pub force: Vec<String>,
+    /// Override a parameter: `STAGE.with.KEY=VALUE` or `defaults.KEY=VALUE` (YAML value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print one JSON object per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Stages to run at once here (default: the number of cores). Stages with a Slurm
+    /// `executor:` do not count: every ready one is submitted (docs/cluster.md).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Run every built-in stage on DEVICE (`cpu`, `cuda`, `cuda:N` or `auto`), whatever the
+    /// workflow says. Not part of any fingerprint (docs/gpu.md).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
+    /// After a failure, keep running the stages that do not depend on it.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Never draw a live progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Publish every artifact to the remote as it is produced or found (`store.push: true`
+    /// does the same).
+    #[arg(long, conflicts_with = "offline")]
+    pub push: bool,
+    /// Run a stage even while another machine holds its lease on the remote.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RemoteArgs {
+    /// The shared store: `s3://bucket/prefix` or `file:///dir` (default: the workflow's
+    /// `store.remote`). S3 credentials, region and endpoint come from the AWS variables
+    /// (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...) and `~/.aws/config`.
+    #[arg(long, env = "FLOW_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
+    /// Never touch the remote, even if one is configured.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum GraphFormat {
+    /// One line per stage with what it needs.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+}

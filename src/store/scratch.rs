@@ -1,0 +1,42 @@
+//! Scratch directories of runs: `scratch/<fingerprint>/attempt-XXXXXX/` for each run attempt
+//! (its output and task file), and `resume/`, which outlives failed and interrupted attempts
+//! until the artifact is committed.
+
+use std::path::PathBuf;
+
+use super::{Store, StoreError};
+use crate::hash::Fingerprint;
+
+/// How the directory of each run attempt under `scratch/<fingerprint>/` begins.
+const ATTEMPT_PREFIX: &str = "attempt-";
+
+impl Store {
+    /// Where the attempts of `fp` keep their checkpoints, from one attempt to the next until
+    /// the artifact is committed (`$FLOW_RESUME`).
+    pub fn resume_dir(&self, fp: &Fingerprint) -> PathBuf {
+        self.scratch_dir(fp).join("resume")
+    }
+
+    /// A new attempt's directory, `scratch/<fp>/attempt-XXXXXX/` with an empty `out/`, under a
+    /// name no earlier attempt had: a process of an earlier attempt, however it survived,
+    /// cannot write into this one's output. Earlier attempts' directories are removed; the
+    /// caller has made sure nothing of those attempts still runs.
+    pub fn fresh_attempt(&self, fp: &Fingerprint) -> Result<PathBuf, StoreError> {
+        let scratch = self.scratch_dir(fp);
+        fs_err::create_dir_all(&scratch)?;
+        for entry in fs_err::read_dir(&scratch)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(ATTEMPT_PREFIX) {
+                self.remove_tree(&entry.path())?;
+            }
+        }
+        let dir = tempfile::Builder::new().prefix(ATTEMPT_PREFIX).tempdir_in(&scratch)?.keep();
+        fs_err::create_dir(dir.join("out"))?;
+        Ok(dir)
+    }
+
+    /// Removes a run's scratch directory after its artifact was committed.
+    pub fn clear_scratch(&self, fp: &Fingerprint) -> Result<(), StoreError> {
+        self.remove_tree(&self.scratch_dir(fp))
+    }
+}
