@@ -122,14 +122,6 @@ pub(crate) enum Command {
         /// The task file written by `flow apply`.
         task: PathBuf,
     },
-    /// Run a local stage's process and end everything it starts with it, or when `flow apply`
-    /// dies (what `flow apply` starts around each stage; not for direct use).
-    #[command(hide = true)]
-    Supervise {
-        /// The stage's program and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<std::ffi::OsString>,
-    },
     /// Print the blake3 digest of files, as flow computes them (like `b3sum`).
     Hash {
         /// Files to hash.

@@ -22,6 +22,14 @@ use commands::share::Share;
 use failure::Failure;
 
 pub fn main() -> ExitCode {
+    // `flow supervise -- PROGRAM ARGS…`, which `flow apply` starts for every stage, skips clap
+    // and the runtime: it starts its stage before any other thread exists (the stage's
+    // parent-death signal follows the thread that started it), and every millisecond here is
+    // paid once per stage.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.len() > 3 && args[1] == "supervise" && args[2] == "--" {
+        return finish(commands::supervise::supervise(&args[3..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -31,16 +39,13 @@ pub fn main() -> ExitCode {
         }
     };
     let Cli { cache, verbose, command } = cli;
-    let result = match command {
-        // No runtime for the supervisor: it starts its stage before any other thread exists,
-        // since the stage's parent-death signal follows the thread that started it.
-        Command::Supervise { command } => commands::supervise::supervise(&command),
-        command => {
-            init_tracing(verbose);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            runtime.block_on(run(cache, command))
-        }
-    };
+    init_tracing(verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    finish(runtime.block_on(run(cache, command)))
+}
+
+/// The exit code of a command, its failure rendered first.
+fn finish(result: Result<u8, Failure>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -84,6 +89,5 @@ async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
         Command::Verify { workflow, repair } => commands::verify::verify(cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => commands::hash::hash(&files),
         Command::RunStage { task } => commands::run_stage::run_stage(&task),
-        Command::Supervise { command } => commands::supervise::supervise(&command),
     }
 }

@@ -273,6 +273,11 @@ impl StageRun {
                 "cancelled Slurm job {job}, left running by an earlier apply; this run resumes from its checkpoints"
             ));
         }
+        // Only an attempt that did not commit leaves its directory: without one there is
+        // nothing to look for, and a look at every process costs each stage milliseconds.
+        if !store.has_attempts(&self.fingerprint) {
+            return Ok(());
+        }
         let resume = store.resume_dir(&self.fingerprint);
         let pids = tokio::task::spawn_blocking(move || leftovers::end(&resume))
             .await

@@ -183,7 +183,15 @@ fn end_descendants(leader: Pid) {
     }
 }
 
+/// This process's children, from `/proc/self/task/*/children` (a few bytes per thread, where a
+/// scan of every process would cost each stage milliseconds); the scan where that file is
+/// missing (kernels without CONFIG_PROC_CHILDREN).
 fn children_of(parent: Pid) -> Vec<Pid> {
+    let listed = procfs::process::Process::myself()
+        .and_then(|me| me.tasks()?.flatten().map(|task| task.children()).collect::<Result<Vec<Vec<u32>>, _>>());
+    if let Ok(lists) = listed {
+        return lists.into_iter().flatten().map(|pid| Pid::from_raw(pid as i32)).collect();
+    }
     let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
     all.flatten()
         .filter_map(|p| p.stat().ok())

@@ -94,7 +94,7 @@ impl Validator<'_> {
                 r.span,
                 "`run` is only allowed on `kind: command` stages",
                 "not a command stage",
-                format!("kind `{kind}` is configured with `with:`"),
+                "a stage with `run` is a `kind: command` stage; other kinds are configured with `with:`".into(),
             ),
             _ => {}
         }

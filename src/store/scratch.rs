@@ -17,6 +17,14 @@ impl Store {
         self.scratch_dir(fp).join("resume")
     }
 
+    /// Whether an earlier attempt of `fp` left its directory: it did not commit, so something
+    /// of it may still run.
+    pub fn has_attempts(&self, fp: &Fingerprint) -> bool {
+        fs_err::read_dir(self.scratch_dir(fp)).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(ATTEMPT_PREFIX)))
+        })
+    }
+
     /// A new attempt's directory, `scratch/<fp>/attempt-XXXXXX/` with an empty `out/`, under a
     /// name no earlier attempt had: a process of an earlier attempt, however it survived,
     /// cannot write into this one's output. Earlier attempts' directories are removed; the
