@@ -140,3 +140,23 @@ fn device_choice_is_recorded_and_a_cpu_build_explains_how_to_get_cuda() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("devices are `cpu`, `cuda`, `cuda:N` or `auto`"));
 }
+
+/// `flow gc --remote` deletes: when FLOW_REMOTE and the workflow's `store.remote` name two
+/// remotes, it asks instead of choosing.
+#[test]
+fn gc_on_the_remote_refuses_two_different_remotes() {
+    let p = Project::new();
+    let configured = format!("file://{}/configured", p.path().display());
+    p.write(
+        "wf.yaml",
+        &format!("version: 1\nstore: {{remote: '{configured}'}}\nstages:\n  a: {{kind: command, run: 'true'}}\n"),
+    );
+    let other = format!("file://{}/other", p.path().display());
+    let out = p.command(&["gc", "wf.yaml", "--remote", "--dry-run"]).env("FLOW_REMOTE", &other).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("names `{other}`, but the workflow's `store.remote` is `{configured}`")), "{err}");
+    // Named once, either way, it runs.
+    let out = p.command(&["gc", "wf.yaml", "--remote", "--dry-run", "--remote-url", &configured]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -290,3 +290,14 @@ fn processes_that_outlived_their_supervisor_are_ended_before_the_stage_runs_agai
     assert!(left.iter().all(|p| !p.alive()), "{left:?}");
     assert_eq!(p.read(&format!("cache/artifacts/{}/x", r.artifact("s"))), "second\n");
 }
+
+/// Helpers a stage orphans are the supervisor's children (it is their subreaper): it reaps
+/// each as it exits, rather than holding them as zombies until the stage ends.
+#[test]
+fn the_supervisor_reaps_orphaned_helpers_as_they_exit() {
+    let p = Project::new();
+    p.fixture("orphan_helpers");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(p.read(&format!("cache/artifacts/{}/zombies", r.artifact("helpers"))), "0\n");
+}

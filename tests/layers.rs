@@ -28,11 +28,37 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// The modules `text` names as `crate::<module>`.
+/// The modules `text` names as `crate::<module>`, or in a group `crate::{a::…, b}`.
 fn named(text: &str) -> Vec<String> {
-    text.match_indices("crate::")
-        .map(|(at, _)| text[at + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
-        .collect()
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + 7..];
+        let Some(group) = rest.strip_prefix('{') else {
+            out.push(ident(rest));
+            continue;
+        };
+        // The top-level items of the group: split at commas outside nested braces.
+        let mut depth = 0;
+        let mut start = 0;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    out.push(ident(group[start..i].trim_start()));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push(ident(group[start..i].trim_start()));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
 }
 
 #[test]
@@ -73,4 +99,5 @@ fn modules_only_use_the_layers_below_them() {
 #[test]
 fn the_check_sees_a_forbidden_import() {
     assert_eq!(named("use crate::exec::Event;\nlet x = crate::store::Store::open(p);"), ["exec", "store"]);
+    assert_eq!(named("use crate::{cli::{a, b}, spec,\n    store::Store};"), ["cli", "spec", "store"]);
 }

@@ -3,7 +3,7 @@
 //! layer's typed errors become a [`Failure`] here, in one place.
 
 use super::exit;
-use crate::exec::ExecError;
+use crate::exec::{ExecError, lockfile};
 use crate::spec::SpecErrors;
 use crate::store::StoreError;
 
@@ -59,6 +59,9 @@ impl From<ExecError> for Failure {
             ExecError::Store(s) => s.into(),
             ExecError::OpenStore { root, source } => Failure::from(source)
                 .hint(format!("the store is at `{}`; set --cache or FLOW_CACHE to use another", root.display())),
+            // A lock file that cannot be written, after the run, is a store failure; one that
+            // cannot be read stops the apply before anything runs.
+            e @ ExecError::Lock(lockfile::LockError::Write { .. }) => Failure::new(exit::STORE, e),
             e @ (ExecError::Inputs { .. } | ExecError::Lock(_) | ExecError::UnknownStage { .. }) => {
                 Failure::new(exit::INVALID, e)
             }

@@ -31,23 +31,32 @@ pub(crate) enum LeftoverError {
 /// Kills every process on this machine whose environment names `resume` as `FLOW_RESUME`,
 /// waits until they are gone, and returns their pids (none, usually).
 pub(crate) fn end(resume: &Path) -> Result<Vec<i32>, LeftoverError> {
-    let found = find(resume);
-    for &(pid, _) in &found {
-        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(source) => return Err(LeftoverError::Kill { pid, source }),
-        }
-    }
     let started = Instant::now();
-    for &(pid, since) in &found {
-        while alive(pid, since) {
-            if started.elapsed() > DEADLINE {
-                return Err(LeftoverError::Alive { pid });
+    let mut ended = Vec::new();
+    // Until a look finds nothing: a process may fork between a look and its kill.
+    loop {
+        let found = find(resume);
+        if found.is_empty() {
+            return Ok(ended);
+        }
+        for &(pid, _) in &found {
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(source) => return Err(LeftoverError::Kill { pid, source }),
             }
-            std::thread::sleep(Duration::from_millis(5));
+        }
+        for &(pid, since) in &found {
+            while alive(pid, since) {
+                if started.elapsed() > DEADLINE {
+                    return Err(LeftoverError::Alive { pid });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if !ended.contains(&pid) {
+                ended.push(pid);
+            }
         }
     }
-    Ok(found.iter().map(|&(pid, _)| pid).collect())
 }
 
 /// The live processes (not zombies, not this one) whose `FLOW_RESUME` is `resume`, with the

@@ -144,7 +144,7 @@ impl Prepared {
             .collect()
     }
 
-    /// The stage indices of the stages `i` needs, with their role.
+    /// The indices of the stages `i` needs.
     pub fn upstream(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
         self.workflow.stages[i]
             .needs

@@ -56,7 +56,9 @@ pub async fn run(
     on_progress: OnProgress,
 ) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
-    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    // `/proc/self/exe` still names this binary after it is rebuilt or reinstalled under a long
+    // apply, where `current_exe()` would name a deleted file.
+    let mut cmd = tokio::process::Command::new("/proc/self/exe");
     let stdout = if spec.protocol { Stdio::piped() } else { Stdio::from(log_file.try_clone()?) };
     cmd.arg("supervise")
         .arg("--")
@@ -68,13 +70,22 @@ pub async fn run(
         .stdout(stdout)
         .stderr(log_file.try_clone()?)
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start `{}`: {e}", spec.program.display())))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot start the stage supervisor (`flow supervise`): {e}"))
+    })?;
     let reader = child.stdout.take().map(|out| tokio::spawn(relay(out, log_file, on_progress)));
     let exit = wait(&mut child, &mut cancel).await;
     if let Some(reader) = reader {
-        let _ = reader.await;
+        // The stage's output ends when every holder of the pipe is gone; after a cancel the
+        // apply waits for that a little, not for a process that escaped.
+        match exit {
+            Ok(Exit::Cancelled) => {
+                let _ = tokio::time::timeout(SUPERVISOR_SLACK, reader).await;
+            }
+            _ => {
+                let _ = reader.await;
+            }
+        }
     }
     exit
 }

@@ -125,7 +125,15 @@ impl StageRun {
             return Ok(None);
         }
         let interrupted = || Ok(Some(self.failed_outcome(started, "interrupted".into(), None)));
-        let Some(hit) = self.unless_cancelled(self.tiers.lookup(&self.fingerprint)).await else { return interrupted() };
+        // A local lookup is quick and always answers; one that may go to the remote can be cut.
+        let hit = if self.tiers.remote().is_none() {
+            self.tiers.lookup(&self.fingerprint).await
+        } else {
+            let Some(hit) = self.unless_cancelled(self.tiers.lookup(&self.fingerprint)).await else {
+                return interrupted();
+            };
+            hit
+        };
         let record = match hit? {
             Hit::Local(record) => return self.local_hit(record, started).await.map(Some),
             Hit::Remote(record) => record,

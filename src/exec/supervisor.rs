@@ -64,8 +64,10 @@ impl Ended {
         match self {
             Ended::Code(code) => std::process::exit(code),
             Ended::Signal(sig) => {
-                // No core file of the supervisor: the stage's own, if any, is the one to keep.
+                // No core file of the supervisor (nor a call to a core handler): the stage's own,
+                // if any, is the one to keep.
                 let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+                let _ = prctl::set_dumpable(false);
                 // SAFETY: resetting a disposition to its default installs no handler.
                 let _ = unsafe { signal(sig, SigHandler::SigDfl) };
                 let _ = kill(getpid(), sig);
@@ -116,15 +118,7 @@ pub fn supervise(program: &OsStr, args: &[OsString]) -> Result<Ended, SuperviseE
         let group = Arc::clone(&group);
         move || watch_control(&group)
     });
-    // WNOWAIT leaves the leader a zombie, so its pid keeps naming its group until the rest of
-    // the group is ended.
-    let status = loop {
-        match waitid(Id::Pid(leader), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(status) => break status,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(SuperviseError::Wait(e)),
-        }
-    };
+    let status = wait_for_leader(leader)?;
     let mut held = group.lock().unwrap_or_else(|e| e.into_inner());
     end_descendants(leader);
     *held = None;
@@ -133,6 +127,24 @@ pub fn supervise(program: &OsStr, args: &[OsString]) -> Result<Ended, SuperviseE
         WaitStatus::Exited(_, code) => Ended::Code(code),
         _ => Ended::Code(1),
     })
+}
+
+/// Waits until the leader exits, reaping meanwhile every adopted orphan that exits before it
+/// (left unreaped, they would hold pids until the stage ends). WNOWAIT leaves the leader a
+/// zombie, so its pid keeps naming its group until the rest of the group is ended.
+fn wait_for_leader(leader: Pid) -> Result<WaitStatus, SuperviseError> {
+    loop {
+        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(status) if status.pid() == Some(leader) => return Ok(status),
+            Ok(status) => {
+                if let Some(orphan) = status.pid() {
+                    let _ = waitpid(orphan, None);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(SuperviseError::Wait(e)),
+        }
+    }
 }
 
 /// Reads the control pipe: [`TERMINATE`] ends the stage gracefully, end of file (the apply is

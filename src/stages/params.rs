@@ -1,6 +1,6 @@
 //! Kind parameters: `with:` (plus the applicable `defaults:`) deserialised into a kind's typed
-//! parameter struct, with every default filled in — the canonical JSON that enters the
-//! fingerprint — or a [`ParamError`] naming the key that is wrong.
+//! parameter struct, with every default filled in — the canonical JSON the fingerprint recipe
+//! is made from — or a [`ParamError`] naming the key that is wrong.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

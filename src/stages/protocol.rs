@@ -18,7 +18,8 @@ use crate::spec::Device;
 pub struct Task {
     pub kind: String,
     pub stage: String,
-    /// The canonical parameters (as fingerprinted).
+    /// The canonical parameters, every default filled in (the recipe leaves out parameters
+    /// added later while they are at their default: `exec::fingerprint`).
     pub params: Value,
     /// Role → the artifact directories of the stages it names, in order.
     pub inputs: BTreeMap<String, Vec<PathBuf>>,

@@ -68,7 +68,18 @@ impl Gc<'_> {
     /// the first workflow that sets one.
     pub(crate) async fn remote(&self, url: Option<String>) -> Result<u8, Failure> {
         let (keep, workflows) = self.kept()?;
-        let Some(url) = url.or_else(|| workflows.into_iter().find_map(|w| w.store.remote)) else {
+        let configured = workflows.into_iter().find_map(|w| w.store.remote);
+        // Collecting deletes: two remotes named two ways is a question, not a choice to make.
+        if let (Some(given), Some(configured)) = (&url, &configured)
+            && given.trim_end_matches('/') != configured.trim_end_matches('/')
+        {
+            let message = format!(
+                "`--remote-url`/FLOW_REMOTE names `{given}`, but the workflow's `store.remote` is `{configured}`"
+            );
+            return Err(Failure::new(exit::INVALID, message)
+                .hint("pass the remote to collect on with `--remote-url`, and unset FLOW_REMOTE if it names another"));
+        }
+        let Some(url) = url.or(configured) else {
             return Err(Failure::new(exit::INVALID, "`flow gc --remote` needs a remote")
                 .hint("name a workflow with `store.remote`, or pass `--remote-url URL` or FLOW_REMOTE"));
         };

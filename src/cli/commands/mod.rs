@@ -50,8 +50,13 @@ async fn current(
     stage: &str,
     sets: &[String],
 ) -> Result<(Prepared, Record), Failure> {
+    let workflow = spec::load(file, &overrides(sets))?;
+    if workflow.index(stage).is_none() {
+        return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
+    }
+    let root = cache_root(cache, Some(&workflow), &workflow.dir);
     let selection = exec::Selection { targets: vec![stage.to_owned()], force: vec![] };
-    let prepared = prepare(cache, file, sets, &selection)?;
+    let prepared = exec::prepare(workflow, &Registry::builtin(), &selection, &root)?;
     let tiers = crate::store::Tiered::new(prepared.store.clone(), None);
     let planned = exec::plan::plan(&prepared, &tiers).await?;
     let entry = planned.into_iter().find(|p| p.stage == stage).expect("the target is planned");
