@@ -235,15 +235,8 @@ impl CustomOp3 for CrossEntropyGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let v = row_len(l1)?;
         let t = slice::<u32>(s2, l2)?;
-        let out = match (s1, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(ce_grad_rows(slice::<f32>(s1, l1)?, t, slice::<f32>(s3, l3)?, v))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(ce_grad_rows(slice::<f64>(s1, l1)?, t, slice::<f64>(s3, l3)?, v))
-            }
-            _ => candle_core::bail!("flow-cross-entropy-grad supports f32 and f64"),
-        };
+        let out =
+            on_two!("flow-cross-entropy-grad", (s1, l1), (s3, l3), |logits, grad| ce_grad_rows(logits, t, grad, v));
         Ok((out, l1.shape().clone()))
     }
 }
