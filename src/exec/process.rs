@@ -13,11 +13,13 @@ use crate::stages::Task;
 use crate::stages::command::env_value;
 use crate::store::StoreError;
 
-/// Where the scheduler placed a stage: the GPU it holds and the threads it computes with.
-#[derive(Debug, Clone, Copy, Default)]
+/// Where the scheduler placed a stage: the GPU it holds and the threads it computes with —
+/// at the start, and from then on as the file `share` says ([`super::resources::Cpus`]).
+#[derive(Debug, Clone, Default)]
 pub(super) struct Placement {
     pub(super) gpu: Option<usize>,
     pub(super) threads: Option<usize>,
+    pub(super) share: Option<PathBuf>,
 }
 
 /// One attempt of stage `i`, with the artifact directories of its inputs by role.
@@ -63,6 +65,9 @@ impl Attempt<'_> {
         };
         if let Some(threads) = self.placement.threads {
             env.insert("RAYON_NUM_THREADS".to_owned(), threads.to_string());
+        }
+        if let Some(share) = &self.placement.share {
+            env.insert(crate::ml::cores::SHARE_VAR.to_owned(), share.display().to_string());
         }
         let task_file = self.dir.join("task.json");
         fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;

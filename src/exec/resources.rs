@@ -2,6 +2,9 @@
 //! GPUs, or shares of them, GPU stages hold ([`GpuSlots`]). The scheduler admits a stage only
 //! when what it needs is free.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use super::Prepared;
 use crate::spec::{Device, GpuShare};
 
@@ -68,55 +71,148 @@ impl GpuSlots {
     }
 }
 
-/// The cores built-in stages compute on. Each stage process uses a fixed number of threads
-/// (`RAYON_NUM_THREADS`, which candle and rayon read), set when it starts to its share of the
-/// cores no running stage holds: two trainings that each spread over every core fight over
-/// them (docs/benchmarks.md#stages-side-by-side).
-/// A `RAYON_NUM_THREADS` set by the user is left to rule.
+/// The cores stages compute on. Every local stage counts as one core while it runs; the
+/// built-in ones split what the running commands leave, equally and at least one each, because
+/// two trainings that each spread over every core fight over them
+/// (docs/benchmarks.md#stages-side-by-side). A built-in stage starts with its share as
+/// `RAYON_NUM_THREADS`, and shares change while stages run: each built-in stage's current share
+/// is a small file the scheduler rewrites whenever a stage starts or ends and the training loop
+/// re-reads before every step ([`crate::ml::cores`]). So a training that started beside a data
+/// stage grows onto its core when that finishes, and gives a core back within one step when
+/// another stage starts. A `RAYON_NUM_THREADS` set by the user is left to rule.
 pub(super) struct Cpus {
     total: usize,
-    held: usize,
     user_set: bool,
+    /// Local command stages running.
+    commands: usize,
+    /// Running built-in stages (by index, so in a fixed order) and their current shares.
+    builtins: BTreeMap<usize, usize>,
+    /// Where the share files are, made at the first built-in stage.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Cpus {
     pub(super) fn new() -> Self {
         let total = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { total, held: 0, user_set: std::env::var_os("RAYON_NUM_THREADS").is_some() }
+        Self::with(total, std::env::var_os("RAYON_NUM_THREADS").is_some())
     }
 
-    /// Threads for a stage starting now with `starting - 1` others about to start beside it:
-    /// an equal part of the free cores, and at least one.
-    pub(super) fn take(&mut self, starting: usize) -> Option<usize> {
-        if self.user_set {
-            return None;
+    fn with(total: usize, user_set: bool) -> Self {
+        Self { total, user_set, commands: 0, builtins: BTreeMap::new(), dir: None }
+    }
+
+    /// A local command stage starts.
+    pub(super) fn start_command(&mut self) {
+        self.commands += 1;
+    }
+
+    pub(super) fn end_command(&mut self) {
+        self.commands -= 1;
+    }
+
+    /// Built-in stage `i` starts. Its share is set by the next [`Cpus::rebalance`].
+    pub(super) fn start_builtin(&mut self, i: usize) {
+        self.builtins.insert(i, 0);
+    }
+
+    pub(super) fn end_builtin(&mut self, i: usize) {
+        self.builtins.remove(&i);
+        if let Some(dir) = &self.dir {
+            let _ = fs_err::remove_file(share_file(dir.path(), i));
         }
-        let threads = (self.total.saturating_sub(self.held) / starting.max(1)).max(1);
-        self.held += threads;
-        Some(threads)
     }
 
-    pub(super) fn give(&mut self, threads: usize) {
-        self.held -= threads;
+    /// Splits the cores again and writes every changed share to its file (nothing while the
+    /// user's `RAYON_NUM_THREADS` rules).
+    pub(super) fn rebalance(&mut self) -> std::io::Result<()> {
+        if self.user_set || self.builtins.is_empty() {
+            return Ok(());
+        }
+        if self.dir.is_none() {
+            self.dir = Some(tempfile::Builder::new().prefix("flow-cores-").tempdir()?);
+        }
+        let dir = self.dir.as_ref().expect("made above").path();
+        let shares = split(self.total, self.commands, self.builtins.len());
+        for ((&i, share), new) in self.builtins.iter_mut().zip(shares) {
+            if *share != new {
+                *share = new;
+                // Renamed into place, so that a training never reads a half-written number.
+                let file = share_file(dir, i);
+                let tmp = file.with_extension("new");
+                fs_err::write(&tmp, new.to_string())?;
+                fs_err::rename(&tmp, &file)?;
+            }
+        }
+        Ok(())
     }
+
+    /// Built-in stage `i`'s share now and the file that holds it; `None` while the user's
+    /// `RAYON_NUM_THREADS` rules.
+    pub(super) fn share(&self, i: usize) -> Option<(usize, PathBuf)> {
+        let share = *self.builtins.get(&i).filter(|&&s| s > 0 && !self.user_set)?;
+        Some((share, share_file(self.dir.as_ref()?.path(), i)))
+    }
+}
+
+fn share_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(i.to_string())
+}
+
+/// `total` cores split between `builtins` stages beside `commands` one-core commands: equal
+/// parts of what the commands leave, the remainder to the first stages, at least one each.
+fn split(total: usize, commands: usize, builtins: usize) -> Vec<usize> {
+    let free = total.saturating_sub(commands);
+    let (part, extra) = (free / builtins.max(1), free % builtins.max(1));
+    (0..builtins).map(|k| (part + usize::from(k < extra)).max(1)).collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Cpus, GpuSlots, Want};
+    use super::{Cpus, GpuSlots, Want, split};
     use crate::spec::GpuShare;
 
     const WHOLE_GPU: u16 = GpuShare::WHOLE.thousandths();
 
     #[test]
-    fn built_in_stages_split_the_free_cores() {
-        let mut cpus = Cpus { total: 4, held: 0, user_set: false };
-        assert_eq!(cpus.take(1), Some(4), "a stage alone gets every core");
-        assert_eq!(cpus.take(1), Some(1), "one more, however busy the cores, gets one");
-        cpus.give(4);
-        assert_eq!((cpus.take(2), cpus.take(1)), (Some(1), Some(2)), "three cores free, two stages starting");
-        assert_eq!(cpus.held, 4);
-        assert_eq!(Cpus { total: 4, held: 0, user_set: true }.take(1), None, "the user's RAYON_NUM_THREADS rules");
+    fn built_in_stages_split_what_the_commands_leave() {
+        assert_eq!(split(4, 0, 1), [4], "a stage alone gets every core");
+        assert_eq!(split(4, 0, 3), [2, 1, 1], "the remainder goes to the first");
+        assert_eq!(split(4, 1, 2), [2, 1], "a command holds one core");
+        assert_eq!(split(2, 3, 2), [1, 1], "however busy the cores, one each");
+        assert_eq!(split(16, 0, 5).iter().sum::<usize>(), 16);
+    }
+
+    /// The files a training re-reads: rewritten as stages come and go, gone when their stage
+    /// ends, and never written while the user's RAYON_NUM_THREADS rules.
+    #[test]
+    fn shares_follow_the_stages_that_run() {
+        let read = |cpus: &Cpus, i| {
+            let (share, file) = cpus.share(i).expect("a built-in stage has a share");
+            let written: usize = fs_err::read_to_string(&file).unwrap().parse().unwrap();
+            assert_eq!(share, written, "stage {i}'s file holds its share");
+            (share, file)
+        };
+        let mut cpus = Cpus::with(2, false);
+        cpus.start_builtin(7);
+        cpus.start_command();
+        cpus.rebalance().unwrap();
+        assert_eq!(read(&cpus, 7).0, 1, "beside a running command");
+        cpus.end_command();
+        cpus.rebalance().unwrap();
+        assert_eq!(read(&cpus, 7).0, 2, "grows onto the core the command left");
+        cpus.start_builtin(3);
+        cpus.rebalance().unwrap();
+        assert_eq!((read(&cpus, 3).0, read(&cpus, 7).0), (1, 1), "gives one back to a new stage");
+        let (_, file) = read(&cpus, 3);
+        cpus.end_builtin(3);
+        cpus.rebalance().unwrap();
+        assert!(!file.exists(), "an ended stage's file is removed");
+        assert_eq!(read(&cpus, 7).0, 2);
+
+        let mut user = Cpus::with(2, true);
+        user.start_builtin(1);
+        user.rebalance().unwrap();
+        assert!(user.share(1).is_none() && user.dir.is_none(), "the user's RAYON_NUM_THREADS rules");
     }
 
     #[test]

@@ -201,22 +201,38 @@ impl Scheduler {
         if self.stopping || self.cancelled() || (self.looking > 0 && self.tiers.remote().is_none()) {
             return;
         }
+        let mut starting = Vec::new();
         while let Some(i) = self.to_run.iter().copied().find(|&i| self.admissible(i)) {
             self.to_run.remove(&i);
             let mut placement = Placement::default();
             if !self.on_cluster(i) {
                 self.running += 1;
                 placement.gpu = self.gpus.take(gpu_wanted(&self.p, i));
+                if self.builtin_here(i) { self.cpus.start_builtin(i) } else { self.cpus.start_command() }
             }
-            if self.builtin_here(i) {
-                let startable = |j: &&usize| self.builtin_here(**j) && self.gpus.fits(gpu_wanted(&self.p, **j));
-                let others =
-                    self.to_run.iter().filter(startable).count().min(self.opts.jobs.saturating_sub(self.running));
-                placement.threads = self.cpus.take(1 + others);
+            starting.push((i, placement));
+        }
+        if starting.is_empty() {
+            return;
+        }
+        // Stages admitted together split the cores from their first step.
+        self.rebalance();
+        for (i, mut placement) in starting {
+            if let Some((threads, file)) = self.cpus.share(i) {
+                placement.threads = Some(threads);
+                placement.share = Some(file);
             }
-            self.placements.insert(i, placement);
+            self.placements.insert(i, placement.clone());
             let run = Arc::clone(&self.runs[&i]);
             self.tasks.spawn(async move { Report::Ran(run.run(placement).await) });
+        }
+    }
+
+    /// Rewrites the running built-in stages' shares of the cores. Should that fail (no
+    /// temporary directory), they keep the threads they started with.
+    fn rebalance(&mut self) {
+        if let Err(e) = self.cpus.rebalance() {
+            tracing::warn!("the stages' shares of the cores cannot be written: {e}");
         }
     }
 
@@ -248,8 +264,12 @@ impl Scheduler {
                 if let Some(gpu) = placement.gpu {
                     self.gpus.give(gpu, self.p.workflow.stages[done.index].gpu_share.thousandths());
                 }
-                if let Some(threads) = placement.threads {
-                    self.cpus.give(threads);
+                if self.builtin_here(done.index) {
+                    self.cpus.end_builtin(done.index);
+                    self.rebalance();
+                } else if !self.on_cluster(done.index) {
+                    self.cpus.end_command();
+                    self.rebalance();
                 }
                 Some(done)
             }

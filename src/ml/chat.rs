@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::fused::Forward;
 use super::model::Model;
 use super::tokenizer::{IM_END, IM_START, PAD, SPECIAL, Tokenizer, TokenizerError};
 use super::train::{Batches, Micro, TrainError};
@@ -372,14 +373,27 @@ impl Batches for ChatBatches {
 /// The mean loss over every trainable target of `samples`, one sample a row.
 pub fn masked_loss(model: &Model, samples: &[Encoded], batch: usize) -> Result<f64, TrainError> {
     let (mut sum, mut count) = (0.0, 0.0);
+    let mut fused = Forward::of(model)?;
     for chunk in samples.chunks(batch.max(1)) {
         let rows: Vec<Vec<&Encoded>> = chunk.iter().map(|s| vec![s]).collect();
         let b = assemble(&rows, false, model.device())?;
         let n = b.trained.len();
         let w = Tensor::from_vec(b.trained.clone(), n, model.device())?;
-        let losses = model.token_losses(&b.inputs, &b.targets, Default::default())?;
-        sum += (losses * w)?.sum_all()?.to_scalar::<f32>()? as f64;
         count += b.trained.iter().sum::<f32>() as f64;
+        sum += match &mut fused {
+            Some(f) => f.loss(&Micro {
+                inputs: b.inputs,
+                targets: b.targets,
+                weights: Some(w),
+                positions: None,
+                mask: None,
+                tokens: 0,
+            })?,
+            None => {
+                let losses = model.token_losses(&b.inputs, &b.targets, Default::default())?;
+                (losses * w)?.sum_all()?.to_scalar::<f32>()? as f64
+            }
+        };
     }
     Ok(if count > 0.0 { sum / count } else { 0.0 })
 }

@@ -3,7 +3,9 @@
 //! stores or the scheduler; stage kinds in `stages` are built on it.
 
 pub mod chat;
+pub mod cores;
 pub mod device;
+pub mod fused;
 pub mod generate;
 pub mod grow;
 pub mod merge;

@@ -249,6 +249,11 @@ impl Model {
         &self.params[name]
     }
 
+    /// The dtype the forward pass computes in.
+    pub fn compute(&self) -> DType {
+        self.compute
+    }
+
     /// Computes the forward pass in `dtype` (f32, bf16 or f16) from here on.
     pub fn set_compute(&mut self, dtype: DType) {
         self.compute = dtype;

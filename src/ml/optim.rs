@@ -102,6 +102,10 @@ impl AdamW {
         Ok(())
     }
 
+    pub fn config(&self) -> &AdamWConfig {
+        &self.config
+    }
+
     /// Number of [`AdamW::step`] calls so far, including those restored by [`AdamW::load`].
     pub fn steps(&self) -> u64 {
         self.step
@@ -134,8 +138,13 @@ impl AdamW {
     /// present with the parameter's shape and dtype f32, `step` must be a non-negative i64
     /// scalar, and nothing else may be in the file. Nothing is modified unless all checks pass.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let at = path.display();
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+        self.restore(tensors, &path.display().to_string())
+    }
+
+    /// Restores [`AdamW::state`] from named tensors, with the checks of [`AdamW::load`]; `at`
+    /// names their source in errors.
+    pub fn restore(&mut self, mut tensors: HashMap<String, Tensor>, at: &str) -> Result<()> {
         let Some(step) = tensors.remove("step") else {
             bail!("optimizer state {at}: missing tensor \"step\"");
         };

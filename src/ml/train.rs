@@ -15,6 +15,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::cores::Cores;
+use super::fused::{Forward, Fused};
 use super::model::{Extra, Model};
 use super::optim::AdamW;
 
@@ -95,7 +97,7 @@ impl Micro {
 
 /// Where a training run's batches come from. The batches of a step are a pure function of the
 /// step, so a resumed run needs no data-loader state.
-pub trait Batches {
+pub trait Batches: Sync {
     /// The micro-batches of optimizer step `step` (0-based).
     fn step(&mut self, step: u64, device: &Device) -> Result<Vec<Micro>, TrainError>;
     /// The validation loss of `model` (the same positions every time).
@@ -191,9 +193,15 @@ pub fn evaluate(
     let n = n.clamp(1, max_start + 1);
     let starts: Vec<usize> = (0..n).map(|i| if n == 1 { 0 } else { i * max_start / (n - 1) }).collect();
     let mut total = 0.0;
+    let mut fused = Forward::of(model)?;
     for chunk in starts.chunks(batch.max(1)) {
         let (x, y) = windows(tokens, chunk, seq_len, model.device())?;
-        let loss = model.loss(&x, &y)?.to_scalar::<f32>()? as f64;
+        let loss = match &mut fused {
+            Some(f) => {
+                f.loss(&Micro { inputs: x, targets: y, weights: None, positions: None, mask: None, tokens: 0 })?
+            }
+            None => model.loss(&x, &y)?.to_scalar::<f32>()? as f64,
+        };
         total += loss * chunk.len() as f64;
     }
     Ok((total / n as f64, (n * seq_len) as u64))
@@ -216,45 +224,35 @@ pub fn run(
         Some(c) => (c.step, c.rows),
         None => (0, Vec::new()),
     };
+    let mut fused = if Fused::supports(model) { Some(Fused::new(model, opt)?) } else { None };
+    let mut cores = Cores::from_env();
     let mut tokens = rows.last().map_or(0, |r| r.tokens);
     let started = Instant::now();
     let first_tokens = tokens;
     let first = step;
     while step < cfg.steps {
         let micros = batches.step(step, model.device())?;
-        let mut sum: Option<GradStore> = None;
-        let mut loss = 0.0;
-        for micro in &micros {
-            let part = micro.loss(model, micros.len())?;
-            loss += part.to_scalar::<f32>()? as f64;
-            tokens += micro.tokens;
-            let grads = part.backward()?;
-            sum = Some(match sum {
-                None => grads,
-                Some(mut acc) => {
-                    for (_, var) in &params {
-                        if let Some(g) = grads.get(var) {
-                            let total = match acc.get(var) {
-                                Some(a) => (a + g)?,
-                                None => g.clone(),
-                            };
-                            acc.insert(var, total);
-                        }
-                    }
-                    acc
-                }
-            });
+        if micros.is_empty() {
+            return Err(TrainError::Data(format!("step {step} has no micro-batch")));
         }
-        let mut grads = sum.ok_or_else(|| TrainError::Data(format!("step {step} has no micro-batch")))?;
-        let grad_norm = super::optim::clip_grad_norm(&params, &mut grads, cfg.clip)?;
+        tokens += micros.iter().map(|m| m.tokens).sum::<u64>();
         let rate = lr(step);
-        opt.step(&grads, rate)?;
+        let (loss, grad_norm) = match &mut fused {
+            Some(f) => cores.run(|| fused_step(f, &micros, cfg.clip, rate))?,
+            None => tape_step(model, opt, &params, &micros, cfg.clip, rate)?,
+        };
         step += 1;
         if !loss.is_finite() {
             return Err(TrainError::Data(format!("the loss diverged at step {step} ({loss})")));
         }
-        let val_loss =
-            if step % cfg.eval_every.max(1) == 0 || step == cfg.steps { Some(batches.val_loss(model)?) } else { None };
+        let evaluate = step % cfg.eval_every.max(1) == 0 || step == cfg.steps;
+        let checkpoint = cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < cfg.steps;
+        if let Some(f) = &fused
+            && (evaluate || checkpoint || step == cfg.steps)
+        {
+            f.sync_model(model)?;
+        }
+        let val_loss = if evaluate { Some(cores.run(|| batches.val_loss(model))?) } else { None };
         rows.push(Row { step, tokens, loss, lr: rate, grad_norm, val_loss });
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let done = (step - first) as f64;
@@ -265,11 +263,64 @@ pub fn run(
             tokens_per_s: (tokens - first_tokens) as f64 / elapsed,
             eta_s: elapsed / done * (cfg.steps - step) as f64,
         });
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < cfg.steps {
+        if checkpoint {
+            if let Some(f) = &fused {
+                f.sync_optimizer(opt)?;
+            }
             save_checkpoint(&ckpt_dir, model, opt, &Checkpoint { step, rows: rows.clone() })?;
         }
     }
+    if let Some(f) = &fused {
+        f.sync_model(model)?;
+        f.sync_optimizer(opt)?;
+    }
     Ok(rows)
+}
+
+/// One optimizer step on the fused path: returns the loss and the gradient norm.
+fn fused_step(f: &mut Fused, micros: &[Micro], clip: f64, lr: f64) -> Result<(f64, f64), TrainError> {
+    let mut loss = 0.0;
+    for micro in micros {
+        loss += f.accumulate(micro, micros.len())?;
+    }
+    Ok((loss, f.update(clip, lr)))
+}
+
+/// One optimizer step on candle's op-by-op path (a GPU, half precision).
+fn tape_step(
+    model: &Model,
+    opt: &mut AdamW,
+    params: &[(String, candle_core::Var)],
+    micros: &[Micro],
+    clip: f64,
+    lr: f64,
+) -> Result<(f64, f64), TrainError> {
+    let mut sum: Option<GradStore> = None;
+    let mut loss = 0.0;
+    for micro in micros {
+        let part = micro.loss(model, micros.len())?;
+        loss += part.to_scalar::<f32>()? as f64;
+        let grads = part.backward()?;
+        sum = Some(match sum {
+            None => grads,
+            Some(mut acc) => {
+                for (_, var) in params {
+                    if let Some(g) = grads.get(var) {
+                        let total = match acc.get(var) {
+                            Some(a) => (a + g)?,
+                            None => g.clone(),
+                        };
+                        acc.insert(var, total);
+                    }
+                }
+                acc
+            }
+        });
+    }
+    let mut grads = sum.expect("the caller checked for micro-batches");
+    let grad_norm = super::optim::clip_grad_norm(params, &mut grads, clip)?;
+    opt.step(&grads, lr)?;
+    Ok((loss, grad_norm))
 }
 
 fn save_checkpoint(dir: &Path, model: &Model, opt: &AdamW, c: &Checkpoint) -> Result<(), TrainError> {

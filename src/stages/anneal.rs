@@ -32,7 +32,7 @@ impl Kind for Anneal {
     fn about(&self) -> &'static About {
         &About {
             name: "anneal",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],

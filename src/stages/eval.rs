@@ -106,7 +106,7 @@ impl Kind for Eval {
     fn about(&self) -> &'static About {
         &About {
             name: "eval",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &[],

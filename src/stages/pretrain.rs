@@ -26,7 +26,7 @@ impl Kind for Pretrain {
     fn about(&self) -> &'static About {
         &About {
             name: "pretrain",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],

@@ -83,7 +83,7 @@ impl Kind for Sft {
     fn about(&self) -> &'static About {
         &About {
             name: "sft",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],
