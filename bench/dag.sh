@@ -25,6 +25,11 @@ mkdir -p .git
 hyperfine --style basic --warmup 1 --runs 10 --export-json "$out/flow-200-full.json" \
   --prepare 'rm -rf cache workflow.lock' "$flow apply workflow.yaml --no-progress"
 "$flow" apply workflow.yaml >/dev/null 2>&1
+# The floor: the same 200 commands with no tool, layer by layer, two at a time (bench/gen_dag.py
+# bare), each writing a plain file — what flow's per-stage overhead is measured against.
+python3 "$gen" bare 20 10 "$work/bare"
+(cd "$work/bare" && hyperfine --style basic --warmup 1 --runs 10 --export-json "$out/bare-200-full.json" \
+  --prepare 'rm -rf out' "sh bare.sh")
 hyperfine --style basic --warmup 3 --runs 30 -N --export-json "$out/flow-200-noop.json" \
   "$flow apply workflow.yaml --no-progress"
 cp -a cache cache.base && cp workflow.lock workflow.lock.base

@@ -5,7 +5,9 @@ Stage L{i}S{j} (i layers, j wide) reads L{i-1}S{j} and L{i-1}S{(j+1) mod W} and 
 `(cat inputs; echo L{i}S{j}) | sort -u`; layer 0 writes `echo L0S{j}`.
 
 usage: gen_dag.py TOOL LAYERS WIDTH OUTDIR [--change L{i}S{j}]
-  TOOL is flow, snakemake or dvc. --change makes that one stage write a different line.
+  TOOL is flow, snakemake, dvc or bare. --change makes that one stage write a different line.
+  bare writes bare.sh: the same commands with no tool, layer after layer, each layer's commands
+  two at a time (xargs -P 2, flow's and Snakemake's -c2 parallelism on these machines).
 """
 import argparse
 import os
@@ -58,15 +60,30 @@ def dvc(layers, width, change):
     return "\n".join(out) + "\n", "dvc.yaml"
 
 
+def bare(layers, width, change):
+    out = ["#!/bin/sh", "set -e", "mkdir -p out"]
+    layer = []
+    for name, tag, deps in stages(layers, width, change):
+        if deps:
+            layer.append(f"(cat out/{deps[0]} out/{deps[1]}; echo {tag}) | sort -u > out/{name}")
+        else:
+            layer.append(f"echo {tag} > out/{name}")
+        if len(layer) == width:
+            quoted = " ".join("'" + c + "'" for c in layer)
+            out.append(f"printf '%s\\0' {quoted} | xargs -0 -n 1 -P 2 sh -c")
+            layer = []
+    return "\n".join(out) + "\n", "bare.sh"
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("tool", choices=["flow", "snakemake", "dvc"])
+    ap.add_argument("tool", choices=["flow", "snakemake", "dvc", "bare"])
     ap.add_argument("layers", type=int)
     ap.add_argument("width", type=int)
     ap.add_argument("outdir")
     ap.add_argument("--change", default="")
     a = ap.parse_args()
-    text, name = {"flow": flow, "snakemake": snakemake, "dvc": dvc}[a.tool](a.layers, a.width, a.change)
+    text, name = {"flow": flow, "snakemake": snakemake, "dvc": dvc, "bare": bare}[a.tool](a.layers, a.width, a.change)
     os.makedirs(a.outdir, exist_ok=True)
     if a.tool == "dvc":
         os.makedirs(os.path.join(a.outdir, "out"), exist_ok=True)

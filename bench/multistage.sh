@@ -5,7 +5,7 @@
 # apply that changes only the merge, to show what re-runs.
 #
 #   cargo build --release           # this script builds nothing: it runs target/release/flow
-#   bash bench/multistage.sh        # about 7 minutes on 2 cores
+#   bash bench/multistage.sh        # about 2 minutes on 2 cores
 #
 # Environment: FLOW (the flow binary, default target/release/flow), OUT (a directory for the
 # run, default bench/out/multistage; emptied first). Run it on an idle machine: the wall time

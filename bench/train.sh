@@ -6,8 +6,9 @@
 #   cargo build --release           # this script builds nothing: it runs target/release/flow
 #   bash bench/train.sh             # both sizes, 40 steps, 2 threads
 #   SIZES=small bash bench/train.sh
+#   SIZES=fortunes THREADS=1 bash bench/train.sh   # real text (apt-get install fortunes), 1 thread
 #
-# Environment: SIZES ("small medium"; "tiny" smoke-tests the script), FLOW (the flow binary,
+# Environment: SIZES ("small medium fortunes"; "tiny" smoke-tests the script), FLOW (the flow binary,
 # default target/release/flow), STEPS (40), WARMUP (5, PyTorch's untimed steps),
 # THREADS (2; RAYON_NUM_THREADS for flow/candle, torch.set_num_threads for PyTorch),
 # PIP_ARGS (extra `pip install` arguments, e.g. "--index-url https://download.pytorch.org/whl/cpu").
@@ -34,7 +35,7 @@ root=$(dirname "$here")
 out="$here/out"
 flow=${FLOW:-$root/target/release/flow}
 venv="$here/.venv-torch"
-SIZES=${SIZES:-small medium}
+SIZES=${SIZES:-small medium fortunes}
 STEPS=${STEPS:-40}
 WARMUP=${WARMUP:-5}
 THREADS=${THREADS:-2}
@@ -67,8 +68,11 @@ shape() {
   case "$1" in
     small) echo "2048 128 2 4 4 384 16 128" ;;
     medium) echo "8192 256 6 8 8 768 16 256" ;;
+    # medium's shape on real text: the fortune files of Debian's `fortunes` package (2.6 MB),
+    # on which the BPE learns the whole vocabulary of 8,192 (the generated corpus has fewer).
+    fortunes) echo "8192 256 6 8 8 768 16 256" ;;
     tiny) echo "256 32 1 4 4 96 4 32" ;; # a smoke test of this script, not a benchmark
-    *) echo "error: unknown size \`$1\` (small, medium, tiny)" >&2; return 1 ;;
+    *) echo "error: unknown size \`$1\` (small, medium, fortunes, tiny)" >&2; return 1 ;;
   esac
 }
 
@@ -104,6 +108,19 @@ fail_stage() { # events-file stage stderr-file
   exit 1
 }
 
+# The machine's f32 matrix-multiplication peak on THREADS threads, as PyTorch (MKL/oneDNN) reaches
+# it: the best of a few 2048³ products. Training GFLOP/s below are 6·params·tokens/s.
+peak=$("$py" - "$THREADS" <<'PY'
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+a @ b
+best = min((lambda t0: (a @ b, time.perf_counter() - t0)[1])(time.perf_counter()) for _ in range(8))
+print(f"{2 * 2048 ** 3 / best / 1e9:.1f}")
+PY
+)
+echo "== f32 matmul peak on $THREADS threads: $peak GFLOP/s"
+
 rows="$work/rows.jsonl"
 : >"$rows"
 for size in $SIZES; do
@@ -111,6 +128,19 @@ for size in $SIZES; do
   read -r V H L NH KV F B S <<<"$dims"
   d="$work/$size"
   mkdir -p "$d"
+  if [ "$size" = fortunes ]; then
+    fortunes=/usr/share/games/fortunes
+    [ -d "$fortunes" ] || { echo "error: $fortunes is missing: apt-get install fortunes" >&2; exit 1; }
+    mkdir -p "$d/text"
+    for f in "$fortunes"/*; do
+      case $f in *.dat | *.u8) ;; *) [ -f "$f" ] && cp "$f" "$d/text/$(basename "$f").txt" ;; esac
+    done
+    data="    inputs: [text/*.txt]
+    with: {vocab_size: $V, split: percent}"
+  else
+    data="    needs: {sources: [text]}
+    with: {vocab_size: $V}"
+  fi
   cat >"$d/wf.yaml" <<EOF
 version: 1
 name: bench-train-$size
@@ -122,8 +152,7 @@ stages:
     with: {documents: 4000}
   data:
     kind: data
-    needs: {sources: [text]}
-    with: {vocab_size: $V}
+$data
   init:
     kind: init
     needs: {tokenizer: data}
@@ -211,26 +240,28 @@ PY
   echo "$row" >>"$rows"
 done
 
-python3 - "$rows" "$out/train.json" "$STEPS" "$WARMUP" "$THREADS" <<'PY'
+python3 - "$rows" "$out/train.json" "$STEPS" "$WARMUP" "$THREADS" "$peak" <<'PY'
 import json, platform, sys, datetime
-path, steps, warmup, threads = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+path, steps, warmup, threads, peak = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
        "host": platform.node(), "cpu": cpu, "steps": steps, "warmup_steps": warmup,
-       "threads": threads, "results": rows}
+       "threads": threads, "matmul_peak_gflops": peak, "results": rows}
 json.dump(doc, open(path, "w"), indent=2)
 gb = lambda b: f"{b / 1e9:.2f} GB"
 print()
 print(f"{'size':8} {'params':>8} {'batch×seq':>10} {'flow tok/s':>11} {'torch tok/s':>12} {'ratio':>6} "
-      f"{'torch all':>10} {'flow RSS':>9} {'torch RSS':>10} {'ratio':>6}")
+      f"{'torch all':>10} {'flow RSS':>9} {'torch RSS':>10} {'ratio':>6} {'flow GF/s':>10} {'torch GF/s':>11}")
 for r in rows:
     f, t = r["flow"], r["torch"]
     print(f"{r['size']:8} {r['params'] / 1e6:7.2f}M {str(r['batch']) + '×' + str(r['seq']):>10} "
           f"{f['tokens_per_s']:11.0f} {t['tokens_per_s']:12.0f} {r['tokens_per_s_ratio']:6.2f} "
           f"{t['tokens_per_s_all_steps']:10.0f} {gb(f['peak_rss_bytes']):>9} {gb(t['peak_rss_bytes']):>10} "
-          f"{r['rss_ratio']:6.2f}")
+          f"{r['rss_ratio']:6.2f} {6 * r['params'] * f['tokens_per_s'] / 1e9:10.1f} "
+          f"{6 * r['params'] * t['tokens_per_s'] / 1e9:11.1f}")
 print(f"\nratios are flow / PyTorch; torch {rows[0]['torch']['torch'] if rows else '?'}, {threads} threads, "
-      f"{steps} steps; 'torch all' is PyTorch's mean over all steps, as flow's figure is")
+      f"{steps} steps; 'torch all' is PyTorch's mean over all steps, as flow's figure is; "
+      f"GF/s = 6·params·tokens/s, against a measured f32 matmul peak of {peak:.1f} GFLOP/s")
 print(f"written to {path}")
 PY

@@ -118,11 +118,19 @@ impl Store {
         for (path, digest, executable) in files {
             let blob = self.blob_file(&digest);
             if !blob.exists() {
-                fs_err::create_dir_all(blob.parent().expect("blob has a shard dir"))?;
                 set_readonly(&path, executable)?;
                 // Rename is atomic: readers see the whole blob or none. A concurrent writer of
-                // the same digest writes the same bytes.
-                fs_err::rename(&path, &blob)?;
+                // the same digest writes the same bytes. The shard directory is made the first
+                // time a blob lands in it rather than probed for every time.
+                match std::fs::rename(&path, &blob) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        fs_err::create_dir_all(blob.parent().expect("blob has a shard dir"))?;
+                        fs_err::rename(&path, &blob)?;
+                    }
+                    other => other.map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("cannot move {} into the store: {e}", path.display()))
+                    })?,
+                }
             }
         }
         Ok(manifest)

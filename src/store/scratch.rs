@@ -31,12 +31,18 @@ impl Store {
     /// caller has made sure nothing of those attempts still runs.
     pub fn fresh_attempt(&self, fp: &Fingerprint) -> Result<PathBuf, StoreError> {
         let scratch = self.scratch_dir(fp);
-        fs_err::create_dir_all(&scratch)?;
-        for entry in fs_err::read_dir(&scratch)? {
-            let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(ATTEMPT_PREFIX) {
-                self.remove_tree(&entry.path())?;
+        // Made here, it holds no earlier attempt to remove: the common case needs no listing.
+        match std::fs::create_dir(&scratch) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for entry in fs_err::read_dir(&scratch)? {
+                    let entry = entry?;
+                    if entry.file_name().to_string_lossy().starts_with(ATTEMPT_PREFIX) {
+                        self.remove_tree(&entry.path())?;
+                    }
+                }
             }
+            Err(_) => fs_err::create_dir_all(&scratch)?,
         }
         let dir = tempfile::Builder::new().prefix(ATTEMPT_PREFIX).tempdir_in(&scratch)?.keep();
         fs_err::create_dir(dir.join("out"))?;

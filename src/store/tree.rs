@@ -29,22 +29,23 @@ impl Store {
         let tmp = tempfile::Builder::new().prefix("tree-").tempdir_in(self.root.join("tmp"))?;
         for entry in &manifest.entries {
             let target = tmp.path().join(entry.path());
-            if let Some(parent) = target.parent() {
+            if let Some(parent) = target.parent().filter(|p| *p != tmp.path()) {
                 fs_err::create_dir_all(parent)?;
             }
             match entry {
                 Entry::File { digest, executable, .. } => {
                     let blob = self.blob_file(digest);
-                    if !blob.is_file() {
-                        return Err(StoreError::Missing { key: cas::blob_path(digest).to_string() });
-                    }
+                    let meta = match std::fs::metadata(&blob) {
+                        Ok(m) if m.is_file() => m,
+                        _ => return Err(StoreError::Missing { key: cas::blob_path(digest).to_string() }),
+                    };
                     if verify {
                         let (actual, _) = hash_file(&blob)?;
                         if actual != *digest {
                             return Err(StoreError::Corrupt { key: cas::blob_path(digest).to_string(), actual });
                         }
                     }
-                    let blob_exec = fs_err::metadata(&blob)?.mode() & 0o111 != 0;
+                    let blob_exec = meta.mode() & 0o111 != 0;
                     if blob_exec == *executable {
                         fs_err::hard_link(&blob, &target).or_else(|_| fs_err::copy(&blob, &target).map(|_| ()))?;
                     } else {
@@ -96,11 +97,17 @@ impl Store {
     }
 
     pub(super) fn remove_tree(&self, dir: &Path) -> Result<(), StoreError> {
-        if dir.exists() {
-            unseal_dirs(dir)?;
-            fs_err::remove_dir_all(dir)?;
+        // Most trees hold no sealed directory: try the plain removal first, and walk the tree
+        // making directories writable only when it is refused.
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(_) => {
+                unseal_dirs(dir)?;
+                fs_err::remove_dir_all(dir)?;
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
