@@ -6,8 +6,6 @@
 //! Without the variable (a standalone `flow run-stage`, a Slurm job, a test) steps run on the
 //! process's own rayon pool.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
@@ -15,22 +13,24 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 /// The variable naming the file that holds a stage's current number of threads.
 pub const SHARE_VAR: &str = "FLOW_CORES_FILE";
 
-/// A training loop's threads: the share file, if any, and a pool per size used so far.
+/// A training loop's threads: the share file, if any, and the pool of the last share that
+/// differed from the process's own pool (one at a time: a share changes only when a stage
+/// starts or ends, and a new pool costs a few thread starts).
 pub struct Cores {
     file: Option<PathBuf>,
     most: usize,
-    pools: HashMap<usize, ThreadPool>,
+    pool: Option<ThreadPool>,
 }
 
 impl Cores {
     /// The share file from [`SHARE_VAR`], if set.
     pub fn from_env() -> Self {
         let most = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { file: std::env::var_os(SHARE_VAR).map(PathBuf::from), most, pools: HashMap::new() }
+        Self { file: std::env::var_os(SHARE_VAR).map(PathBuf::from), most, pool: None }
     }
 
     /// The share the file holds now, between 1 and the machine's cores; `None` without a
-    /// file, or while it cannot be read (the stage keeps the pool it has).
+    /// file, or while it cannot be read (the step then runs on the process's own pool).
     pub fn share(&self) -> Option<usize> {
         let text = fs_err::read_to_string(self.file.as_ref()?).ok()?;
         Some(text.trim().parse::<usize>().ok()?.clamp(1, self.most))
@@ -41,16 +41,13 @@ impl Cores {
         let Some(n) = self.share().filter(|&n| n != rayon::current_num_threads()) else {
             return step();
         };
-        let pool = match self.pools.entry(n) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                match ThreadPoolBuilder::new().num_threads(n).thread_name(|k| format!("flow-step-{k}")).build() {
-                    Ok(pool) => e.insert(pool),
-                    Err(_) => return step(),
-                }
+        if self.pool.as_ref().is_none_or(|p| p.current_num_threads() != n) {
+            match ThreadPoolBuilder::new().num_threads(n).thread_name(|k| format!("flow-step-{k}")).build() {
+                Ok(pool) => self.pool = Some(pool),
+                Err(_) => return step(),
             }
-        };
-        pool.install(step)
+        }
+        self.pool.as_ref().expect("made above").install(step)
     }
 }
 
@@ -63,7 +60,7 @@ mod tests {
     fn each_step_runs_on_the_share_the_file_holds_then() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("share");
-        let mut cores = Cores { file: Some(file.clone()), most: 3, pools: Default::default() };
+        let mut cores = Cores { file: Some(file.clone()), most: 3, pool: None };
         let global = rayon::current_num_threads();
         assert_eq!(cores.run(rayon::current_num_threads), global, "no file yet: the process's pool");
         for (written, threads) in [("2", 2), ("1\n", 1), ("3", 3), ("9", 3), ("0", 1)] {
@@ -72,6 +69,6 @@ mod tests {
         }
         fs_err::write(&file, "two").unwrap();
         assert_eq!(cores.run(rayon::current_num_threads), global, "an unreadable share leaves the pool alone");
-        assert_eq!(Cores { file: None, most: 3, pools: Default::default() }.share(), None);
+        assert_eq!(Cores { file: None, most: 3, pool: None }.share(), None);
     }
 }
