@@ -128,29 +128,33 @@ impl Cpus {
         if self.user_set || self.builtins.is_empty() {
             return Ok(());
         }
+        let shares = split(self.total, self.commands, self.builtins.len());
+        let mut changed = Vec::new();
+        for ((&i, share), new) in self.builtins.iter_mut().zip(shares) {
+            if *share != new {
+                *share = new;
+                changed.push((i, new));
+            }
+        }
         if self.dir.is_none() {
             self.dir = Some(tempfile::Builder::new().prefix("flow-cores-").tempdir()?);
         }
         let dir = self.dir.as_ref().expect("made above").path();
-        let shares = split(self.total, self.commands, self.builtins.len());
-        for ((&i, share), new) in self.builtins.iter_mut().zip(shares) {
-            if *share != new {
-                *share = new;
-                // Renamed into place, so that a training never reads a half-written number.
-                let file = share_file(dir, i);
-                let tmp = file.with_extension("new");
-                fs_err::write(&tmp, new.to_string())?;
-                fs_err::rename(&tmp, &file)?;
-            }
+        for (i, share) in changed {
+            // Renamed into place, so that a training never reads a half-written number.
+            let file = share_file(dir, i);
+            let tmp = file.with_extension("new");
+            fs_err::write(&tmp, share.to_string())?;
+            fs_err::rename(&tmp, &file)?;
         }
         Ok(())
     }
 
-    /// Built-in stage `i`'s share now and the file that holds it; `None` while the user's
-    /// `RAYON_NUM_THREADS` rules.
-    pub(super) fn share(&self, i: usize) -> Option<(usize, PathBuf)> {
+    /// Built-in stage `i`'s share now and, once written, the file that holds it; `None` while
+    /// the user's `RAYON_NUM_THREADS` rules.
+    pub(super) fn share(&self, i: usize) -> Option<(usize, Option<PathBuf>)> {
         let share = *self.builtins.get(&i).filter(|&&s| s > 0 && !self.user_set)?;
-        Some((share, share_file(self.dir.as_ref()?.path(), i)))
+        Some((share, self.dir.as_ref().map(|d| share_file(d.path(), i))))
     }
 }
 
@@ -188,6 +192,7 @@ mod tests {
     fn shares_follow_the_stages_that_run() {
         let read = |cpus: &Cpus, i| {
             let (share, file) = cpus.share(i).expect("a built-in stage has a share");
+            let file = file.expect("shares are written");
             let written: usize = fs_err::read_to_string(&file).unwrap().parse().unwrap();
             assert_eq!(share, written, "stage {i}'s file holds its share");
             (share, file)

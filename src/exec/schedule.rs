@@ -220,7 +220,7 @@ impl Scheduler {
         for (i, mut placement) in starting {
             if let Some((threads, file)) = self.cpus.share(i) {
                 placement.threads = Some(threads);
-                placement.share = Some(file);
+                placement.share = file;
             }
             self.placements.insert(i, placement.clone());
             let run = Arc::clone(&self.runs[&i]);
@@ -228,8 +228,9 @@ impl Scheduler {
         }
     }
 
-    /// Rewrites the running built-in stages' shares of the cores. Should that fail (no
-    /// temporary directory), they keep the threads they started with.
+    /// Splits the cores again and rewrites the running built-in stages' share files. Should
+    /// writing fail (no temporary directory), stages start with their share and keep the
+    /// threads they started with.
     fn rebalance(&mut self) {
         if let Err(e) = self.cpus.rebalance() {
             tracing::warn!("the stages' shares of the cores cannot be written: {e}");
