@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::util::{Project, assert_all_end_within_a_second, descendants, parse_applied, stage_processes};
+use crate::util::{Proc, Project, assert_all_end_within_a_second, descendants, parent, parse_applied, stage_processes};
 
 fn trials() -> u64 {
     std::env::var("FLOW_CRASH_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
@@ -239,35 +239,37 @@ fn a_training_stage_dies_with_its_apply_and_resumes_to_the_artifact_of_an_uninte
     assert_verifies(&p, "cache", 0);
 }
 
+/// Starts an apply of the `outlived_supervisor` fixture and waits until its stage runs, with a
+/// `sleep` in its group and one outside: the apply, every process it started, the stage's shell.
+fn outlived_supervisor_started(p: &Project) -> (std::process::Child, Vec<Proc>, Proc) {
+    p.fixture("outlived_supervisor");
+    let child = apply(p, &[], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marked = || glob::glob(&format!("{}/scratch/*/resume/started", p.cache().display())).unwrap().count() == 1;
+    while !(marked() && stage_processes(p.path()).len() >= 3) {
+        assert!(Instant::now() < deadline, "the stage never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = descendants(child.id());
+    let shell = started.iter().copied().find(|proc| proc.describe().contains("`sh -c")).expect("the stage's shell");
+    (child, started, shell)
+}
+
 /// The second line of defence: processes that survived their supervisor (killed on its own)
 /// are found by the next apply before the stage runs again, and ended.
 #[test]
 fn processes_that_outlived_their_supervisor_are_ended_before_the_stage_runs_again() {
     let p = Project::new();
-    p.fixture("outlived_supervisor");
-    let child = apply(&p, &[], &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let marked = || glob::glob(&format!("{}/scratch/*/resume/started", p.cache().display())).unwrap().count() == 1;
-    while !(marked() && stage_processes(p.path()).len() >= 4) {
-        assert!(Instant::now() < deadline, "the stage never started");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let started = descendants(child.id());
-    let supervisor =
-        started.iter().copied().find(|proc| proc.describe().contains(" supervise ")).expect("the stage's supervisor");
-    let shell = started.iter().copied().find(|proc| proc.describe().contains("`sh -c")).expect("the stage's shell");
+    let (child, started, shell) = outlived_supervisor_started(&p);
+    let supervisor = parent(shell).expect("the stage's supervisor");
+    assert!(started.contains(&supervisor), "the supervisor {} is not the apply's", supervisor.describe());
     // Killed on its own, the supervisor can end nothing; the apply sees its stage fail.
     kill(Pid::from_raw(supervisor.pid), Signal::SIGKILL).unwrap();
     let failed = parse_applied(child.wait_with_output().unwrap());
     assert_eq!(failed.stage("s")["reason"], "killed by signal 9", "{}", failed.stderr);
-    // The stage's shell dies of its parent-death signal; what it started lives on.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while shell.alive() {
-        assert!(Instant::now() < deadline, "the shell outlived its supervisor");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let left = stage_processes(p.path());
-    assert_eq!(left.len(), 2, "the two sleeps outlive their supervisor: {left:?}");
+    assert_eq!(left.len(), 3, "the shell and its two sleeps outlive their supervisor: {left:?}");
+    assert!(left.contains(&shell), "{left:?}");
 
     let out = apply(&p, &[], &[]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -282,13 +284,29 @@ fn processes_that_outlived_their_supervisor_are_ended_before_the_stage_runs_agai
     assert_eq!(notice["stage"], "s");
     assert!(
         notice["message"].as_str().unwrap().starts_with(&format!(
-            "ended 2 processes left running by an earlier attempt of this stage (pids {})",
+            "ended 3 processes left running by an earlier attempt of this stage (pids {})",
             pids.join(", ")
         )),
         "{notice}"
     );
     assert!(left.iter().all(|p| !p.alive()), "{left:?}");
     assert_eq!(p.read(&format!("cache/artifacts/{}/x", r.artifact("s"))), "second\n");
+}
+
+/// The launcher killed on its own: the stages it started fail, saying why, and their
+/// supervisors (which the apply still steers) end everything those stages started.
+#[test]
+fn stages_fail_and_end_with_everything_they_started_when_the_launcher_is_killed() {
+    let p = Project::new();
+    let (child, started, shell) = outlived_supervisor_started(&p);
+    let launcher = parent(shell).and_then(parent).expect("the launcher");
+    assert_eq!(parent(launcher).map(|a| a.pid), Some(child.id() as i32), "{}", launcher.describe());
+    kill(Pid::from_raw(launcher.pid), Signal::SIGKILL).unwrap();
+    let failed = parse_applied(child.wait_with_output().unwrap());
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert_eq!(failed.stage("s")["reason"], "the stage launcher (`flow launch`) ended while the stage ran");
+    assert_all_end_within_a_second(&started, p.path(), "after the launcher was killed");
+    assert_eq!(p.records(), 0);
 }
 
 /// Helpers a stage orphans are the supervisor's children (it is their subreaper): it reaps

@@ -318,3 +318,43 @@ fn a_full_disk_fails_the_stage_clearly_and_leaves_the_store_consistent() {
     let r = p.apply("wf.yaml", &["--cache", "fs/c"]);
     assert_eq!((r.code, r.status("s").as_str()), (0, "ran"), "{}", r.stderr);
 }
+
+/// A user without root's privileges builds, seals and reuses artifacts: a directory that is
+/// not writable cannot move to another parent, which root never notices (the suite runs as
+/// root, so the apply runs as `nobody` here).
+#[test]
+fn an_unprivileged_user_builds_seals_and_reuses_artifacts() {
+    use std::os::unix::process::CommandExt;
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nstages:\n  a:\n    kind: command\n    run: mkdir -p \"$FLOW_OUT/d/e\" && echo deep > \"$FLOW_OUT/d/e/x\" && echo top > \"$FLOW_OUT/y\"\n  b:\n    kind: command\n    needs: {a: a}\n    run: cat \"$FLOW_IN_a/d/e/x\" \"$FLOW_IN_a/y\" > \"$FLOW_OUT/z\"\n",
+    );
+    use std::os::unix::fs::MetadataExt;
+    // `/proc/self` belongs to the process's effective user.
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        let status = Command::new("chown").args(["-R", "65534:65534"]).arg(p.path()).status().unwrap();
+        assert!(status.success());
+    }
+    let apply = || {
+        let mut cmd = p.command(&["apply", "wf.yaml", "--json"]);
+        if root {
+            cmd.uid(65534).gid(65534);
+        }
+        crate::util::parse_applied(cmd.output().unwrap())
+    };
+    let first = apply();
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.with_status("ran"), ["a", "b"]);
+    let a = p.cache().join("artifacts").join(first.artifact("a"));
+    assert_eq!(p.read(&format!("cache/artifacts/{}/z", first.artifact("b"))), "deep\ntop\n");
+    for dir in [a.clone(), a.join("d"), a.join("d/e")] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o555, "{} is not sealed", dir.display());
+    }
+    let second = apply();
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(second.with_status("cached"), ["a", "b"]);
+    assert_eq!(second.artifact("b"), first.artifact("b"));
+}

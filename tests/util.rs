@@ -212,6 +212,12 @@ fn processes() -> Vec<(Proc, i32)> {
         .collect()
 }
 
+/// The live parent of `child`.
+pub(crate) fn parent(child: Proc) -> Option<Proc> {
+    let ppid = processes().into_iter().find(|(p, _)| *p == child)?.1;
+    processes().into_iter().map(|(p, _)| p).find(|p| p.pid == ppid)
+}
+
 /// The live processes descending from `root` (itself included), found through their parents.
 pub(crate) fn descendants(root: u32) -> Vec<Proc> {
     let all = processes();

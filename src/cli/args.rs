@@ -160,8 +160,9 @@ pub(crate) struct Selection {
 pub(crate) struct ApplyArgs {
     #[command(flatten)]
     pub selection: Selection,
-    /// Stages to run at once here (default: the number of cores). Stages with a Slurm
-    /// `executor:` do not count: every ready one is submitted (docs/cluster.md).
+    /// Stages to run at once here (default: the number of cores): a stage's place is free
+    /// once its process ends, while its output is stored. Stages with a Slurm `executor:` do
+    /// not count: every ready one is submitted (docs/cluster.md).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Run every built-in stage on DEVICE (`cpu`, `cuda`, `cuda:N` or `auto`), whatever the

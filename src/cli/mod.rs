@@ -22,13 +22,11 @@ use commands::share::Share;
 use failure::Failure;
 
 pub fn main() -> ExitCode {
-    // `flow supervise -- PROGRAM ARGS…`, which `flow apply` starts for every stage, skips clap
-    // and the runtime: it starts its stage before any other thread exists (the stage's
-    // parent-death signal follows the thread that started it), and every millisecond here is
-    // paid once per stage.
+    // `flow launch`, which `flow apply` starts with its first local stage, skips clap and the
+    // runtime: it forks a supervisor per stage, which is safe only while no other thread exists.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.len() > 3 && args[1] == "supervise" && args[2] == "--" {
-        return finish(commands::supervise::supervise(&args[3..]));
+    if args.len() == 2 && args[1] == "launch" {
+        return finish(commands::launch::launch());
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -5,13 +5,14 @@
 //! cached or will run, and why. [`apply`](schedule::apply) walks the DAG and admits ready
 //! stages ([`schedule`], with [`resources`] for cores and GPUs); each stage's life — lookup,
 //! run lock, remote lease, run, commit, publish — is a [`stage_run`], whose process is built by
-//! [`process`] and run under a supervisor ([`runner`], [`supervisor`], [`leftovers`]) or on
+//! [`process`] and run under a supervisor ([`runner`], [`launcher`], [`supervisor`], [`leftovers`]) or on
 //! Slurm ([`slurm`]). Everything a run does is reported as an [`Event`]. [`share`] moves the
 //! artifacts a lock file names to and from the remote. This module is the only one that
 //! decides what invalidates a cache entry ([`fingerprint`]).
 
 pub mod event;
 pub mod fingerprint;
+pub mod launcher;
 mod lease;
 mod leftovers;
 pub mod lockfile;

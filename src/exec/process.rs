@@ -28,8 +28,8 @@ pub(super) struct Attempt<'a> {
     pub(super) i: usize,
     pub(super) fingerprint: Fingerprint,
     pub(super) inputs: BTreeMap<String, Vec<PathBuf>>,
-    /// The attempt's directory; its output goes to `dir/out`.
-    pub(super) dir: &'a Path,
+    /// The attempt's output directory.
+    pub(super) out: &'a Path,
     pub(super) resume: &'a Path,
     pub(super) placement: Placement,
 }
@@ -39,7 +39,7 @@ impl Attempt<'_> {
     pub(super) fn spec(&self) -> Result<ProcessSpec, StoreError> {
         let stage = &self.p.workflow.stages[self.i];
         let mut env = BTreeMap::new();
-        env.insert("FLOW_OUT".to_owned(), self.dir.join("out").display().to_string());
+        env.insert("FLOW_OUT".to_owned(), self.out.display().to_string());
         env.insert("FLOW_STAGE".to_owned(), stage.name.clone());
         env.insert("FLOW_FINGERPRINT".to_owned(), self.fingerprint.to_string());
         // Kept across interrupted runs of this fingerprint (a crash, Ctrl-C, a requeued job),
@@ -50,7 +50,7 @@ impl Attempt<'_> {
         if stage.is_command() { Ok(self.command(env)) } else { self.builtin(env) }
     }
 
-    /// `flow run-stage TASK`, the task written into the attempt's directory.
+    /// `flow run-stage TASK`, the task written beside the attempt's directory.
     fn builtin(&self, mut env: BTreeMap<String, String>) -> Result<ProcessSpec, StoreError> {
         let (p, stage) = (self.p, &self.p.workflow.stages[self.i]);
         let task = Task {
@@ -59,7 +59,7 @@ impl Attempt<'_> {
             params: p.checked[self.i].params.clone(),
             inputs: self.inputs.clone(),
             files: stage.input_files().iter().map(|f| p.workflow.dir.join(f)).collect(),
-            out: self.dir.join("out"),
+            out: self.out.to_path_buf(),
             resume: self.resume.to_path_buf(),
             device: self.placement.gpu.map_or(stage.device, |n| Device::Cuda(Some(n))),
         };
@@ -69,7 +69,7 @@ impl Attempt<'_> {
         if let Some(share) = &self.placement.share {
             env.insert(crate::ml::cores::SHARE_VAR.to_owned(), share.display().to_string());
         }
-        let task_file = self.dir.join("task.json");
+        let task_file = self.out.with_extension("task.json");
         fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
         let program = std::env::current_exe()?;
         let args = vec!["run-stage".to_owned(), task_file.display().to_string()];

@@ -1,19 +1,21 @@
-//! Runs one local stage's process: under a supervisor ([`super::supervisor`]) that ends the
-//! stage's whole process group when the stage exits, when the run is cancelled (SIGTERM, then
-//! SIGKILL) and when `flow apply` itself dies; its output to a log file.
+//! Runs one local stage's process: under a supervisor ([`super::supervisor`], forked by the
+//! launcher, [`super::launcher`]) that ends the stage's whole process group when the stage
+//! exits, when the run is cancelled (SIGTERM, then SIGKILL) and when `flow apply` itself dies;
+//! its output to a log file.
 //!
 //! Built-in kinds (`flow run-stage`) report progress on stdout in the run-stage protocol
 //! ([`crate::stages::protocol`]); every line, reports included, goes to the log.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
-use super::supervisor::{GRACE, TERMINATE};
+use super::launcher::{self, Launch, Launched, gone};
+use super::supervisor::{Ended, GRACE, TERMINATE};
 
 use crate::stages::Progress;
 
@@ -39,16 +41,19 @@ pub enum Exit {
     /// A batch job that ended without running to completion (time limit, memory, node
     /// failure, cancelled outside flow, refused at submission), described.
     Job(String),
+    /// The stage's supervisor could not be started, or its launcher died: the stage's fate is
+    /// unknown, and it is ended (its supervisor sees the apply let go of it).
+    Lost(String),
 }
 
 /// How long past the grace period a supervisor asked to end its stage may take before it is
-/// killed itself (its stage then dies of the parent-death signal).
+/// killed itself.
 const SUPERVISOR_SLACK: Duration = Duration::from_secs(5);
 
-/// Runs `spec` under a supervisor (`flow supervise`, this same binary) in a process group of
-/// its own, so that the terminal's Ctrl-C reaches only `flow apply`, which decides. The
-/// supervisor's stdin is a pipe only this process holds: when this process dies, for any
-/// reason, the supervisor reads end of file and kills the stage.
+/// Runs `spec` under a supervisor, forked by this apply's launcher ([`super::launcher`]) in a
+/// process group of its own, so that the terminal's Ctrl-C reaches only `flow apply`, which
+/// decides. The supervisor's stdin is a pipe only this process holds: when this process dies,
+/// for any reason, the supervisor reads end of file and kills the stage.
 pub async fn run(
     spec: &ProcessSpec,
     log: &Path,
@@ -56,25 +61,23 @@ pub async fn run(
     on_progress: OnProgress,
 ) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
-    // `/proc/self/exe` still names this binary after it is rebuilt or reinstalled under a long
-    // apply, where `current_exe()` would name a deleted file.
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
-    let stdout = if spec.protocol { Stdio::piped() } else { Stdio::from(log_file.try_clone()?) };
-    cmd.arg("supervise")
-        .arg("--")
-        .arg(&spec.program)
-        .args(&spec.args)
-        .current_dir(&spec.cwd)
-        .envs(&spec.env)
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(log_file.try_clone()?)
-        .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot start the stage supervisor (`flow supervise`): {e}"))
-    })?;
-    let reader = child.stdout.take().map(|out| tokio::spawn(relay(out, log_file, on_progress)));
-    let exit = wait(&mut child, &mut cancel).await;
+    let (control_out, control) = std::io::pipe()?;
+    let (reader, stdout) = if spec.protocol {
+        let (out, stdout) = std::io::pipe()?;
+        let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())?;
+        (Some(tokio::spawn(relay(out, log_file.try_clone()?, on_progress))), OwnedFd::from(stdout))
+    } else {
+        (None, OwnedFd::from(log_file.try_clone()?))
+    };
+    let launch =
+        Launch { program: spec.program.clone(), args: spec.args.clone(), cwd: spec.cwd.clone(), env: spec.env.clone() };
+    // This process's copies of the streams close on return: the stage's output ends when the
+    // stage and its supervisor are gone.
+    let supervisor = match launcher::start(launch, [control_out.into(), stdout, log_file.into()]) {
+        Ok(supervisor) => supervisor,
+        Err(e) => return Ok(Exit::Lost(e.to_string())),
+    };
+    let exit = wait(supervisor, control, &mut cancel).await;
     if let Some(reader) = reader {
         // The stage's output ends when every holder of the pipe is gone; after a cancel the
         // apply waits for that a little, not for a process that escaped.
@@ -93,7 +96,7 @@ pub async fn run(
 /// Copies a child's stdout to the log, turning protocol lines into progress reports too. The
 /// log keeps them: it is where per-step wall-clock figures (tokens/s) live, since an artifact
 /// must not contain anything that differs between two identical runs.
-async fn relay(out: tokio::process::ChildStdout, log: std::fs::File, on_progress: OnProgress) {
+async fn relay(out: tokio::net::unix::pipe::Receiver, log: std::fs::File, on_progress: OnProgress) {
     use std::io::Write;
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(out).lines();
@@ -111,28 +114,31 @@ pub fn report(line: &str, on_progress: &OnProgress) {
     }
 }
 
-async fn wait(child: &mut tokio::process::Child, cancel: &mut watch::Receiver<bool>) -> std::io::Result<Exit> {
+async fn wait(
+    mut supervisor: Launched,
+    mut control: std::io::PipeWriter,
+    cancel: &mut watch::Receiver<bool>,
+) -> std::io::Result<Exit> {
     // Dropping the pipe would tell the supervisor to kill at once: it is kept until the end.
-    let mut control = child.stdin.take().expect("the control pipe");
     if !*cancel.borrow() {
         tokio::select! {
-            status = child.wait() => {
-                use std::os::unix::process::ExitStatusExt;
-                let status = status?;
-                return Ok(match (status.code(), status.signal()) {
-                    (Some(0), _) => Exit::Success,
-                    (Some(code), _) => Exit::Code(code),
-                    (None, Some(sig)) => Exit::Signal(sig),
-                    (None, None) => Exit::Code(-1),
+            ended = &mut supervisor.ended => {
+                return Ok(match ended.unwrap_or_else(|_| Err(gone())) {
+                    Ok(Ended::Code(0)) => Exit::Success,
+                    Ok(Ended::Code(code)) => Exit::Code(code),
+                    Ok(Ended::Signal(sig)) => Exit::Signal(sig as i32),
+                    Err(e) => Exit::Lost(e.to_string()),
                 });
             }
             _ = cancelled(cancel) => {}
         }
     }
-    // A supervisor that already exited cannot read the request; its wait below returns at once.
-    let _ = control.write_all(&[TERMINATE]).await;
-    if tokio::time::timeout(GRACE + SUPERVISOR_SLACK, child.wait()).await.is_err() {
-        let _ = child.kill().await;
+    // A supervisor that already exited cannot read the request; its answer comes at once. One
+    // byte into an empty pipe does not block.
+    let _ = control.write_all(&[TERMINATE]);
+    if tokio::time::timeout(GRACE + SUPERVISOR_SLACK, &mut supervisor.ended).await.is_err() {
+        supervisor.kill();
+        let _ = supervisor.ended.await;
     }
     Ok(Exit::Cancelled)
 }

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::event::{Event, StageOutcome, Status, Summary};
@@ -66,8 +66,13 @@ pub async fn apply(
         cancel.await;
         let _ = cancel_tx.send(true);
     });
-    let summary = Scheduler::new(p, tiers, opts, sink, cancel_rx).run().await;
+    let summary = Scheduler::new(p, Arc::clone(&tiers), opts, sink, cancel_rx).run().await;
     cancel_task.abort();
+    // Last, when no stage creates files any more (`Store::clear_scratch`). What is left, the
+    // next apply or `flow gc` removes.
+    if let Err(e) = tiers.local().sweep() {
+        tracing::warn!(error = %e, "cannot remove the scratch directories of committed runs");
+    }
     summary
 }
 
@@ -101,6 +106,8 @@ struct Scheduler {
     /// A failure stopped new starts.
     stopping: bool,
     lock: LockFile,
+    /// Stages whose process has succeeded say so here, before they commit: their slot is free.
+    exited: (mpsc::UnboundedSender<usize>, mpsc::UnboundedReceiver<usize>),
 }
 
 impl Scheduler {
@@ -136,6 +143,7 @@ impl Scheduler {
             summary: Summary::default(),
             stopping: false,
             lock,
+            exited: mpsc::unbounded_channel(),
         }
     }
 
@@ -145,10 +153,14 @@ impl Scheduler {
         loop {
             self.look_up_ready();
             self.admit();
-            let Some(joined) = self.tasks.join_next().await else { break };
-            let done = self.received(joined.expect("stage tasks do not panic"));
-            if let Some(done) = done {
-                self.finish_stage(done);
+            tokio::select! {
+                Some(i) = self.exited.1.recv() => self.release(i),
+                joined = self.tasks.join_next() => {
+                    let Some(joined) = joined else { break };
+                    if let Some(done) = self.received(joined.expect("stage tasks do not panic")) {
+                        self.finish_stage(done);
+                    }
+                }
             }
         }
         self.finish()
@@ -184,6 +196,7 @@ impl Scheduler {
                 sink: Arc::clone(&self.sink),
                 cancel: self.cancel.clone(),
                 upstream: p.upstream(i).map(|j| (j, self.artifacts[&j])).collect(),
+                exited: self.exited.0.clone(),
             });
             tracing::debug!(stage = %p.name(i), fingerprint = %run.fingerprint, "ready");
             tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");
@@ -260,20 +273,27 @@ impl Scheduler {
                 Some(self.runs[&index].store_failure(Instant::now(), &e))
             }
             Report::Ran(done) => {
-                self.running -= usize::from(!self.on_cluster(done.index));
-                let placement = self.placements.remove(&done.index).unwrap_or_default();
-                if let Some(gpu) = placement.gpu {
-                    self.gpus.give(gpu, self.p.workflow.stages[done.index].gpu_share.thousandths());
-                }
-                if self.builtin_here(done.index) {
-                    self.cpus.end_builtin(done.index);
-                    self.rebalance();
-                } else if !self.on_cluster(done.index) {
-                    self.cpus.end_command();
-                    self.rebalance();
-                }
+                self.release(done.index);
                 Some(done)
             }
+        }
+    }
+
+    /// Gives back, once, what stage `i` was placed on: its slot, its GPU share, its cores. After
+    /// a success that is when its process ends, before its commit: hashing and linking its
+    /// output need none of them, and the next stage starts meanwhile.
+    fn release(&mut self, i: usize) {
+        let Some(placement) = self.placements.remove(&i) else { return };
+        self.running -= usize::from(!self.on_cluster(i));
+        if let Some(gpu) = placement.gpu {
+            self.gpus.give(gpu, self.p.workflow.stages[i].gpu_share.thousandths());
+        }
+        if self.builtin_here(i) {
+            self.cpus.end_builtin(i);
+            self.rebalance();
+        } else if !self.on_cluster(i) {
+            self.cpus.end_command();
+            self.rebalance();
         }
     }
 

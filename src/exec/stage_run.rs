@@ -46,6 +46,8 @@ pub(super) struct StageRun {
     pub(super) cancel: watch::Receiver<bool>,
     /// Artifact digests of the stages this one needs, by stage index.
     pub(super) upstream: BTreeMap<usize, Digest>,
+    /// Told this stage's index when its process has succeeded, before the commit.
+    pub(super) exited: tokio::sync::mpsc::UnboundedSender<usize>,
 }
 
 /// What the process of an attempt reported beside its exit: the device it used and its last
@@ -240,13 +242,13 @@ impl StageRun {
         }
         let store = self.tiers.local();
         let resume = store.resume_dir(&self.fingerprint);
-        let dir = store.fresh_attempt(&self.fingerprint)?;
+        let out = store.fresh_attempt(&self.fingerprint)?;
         let attempt = Attempt {
             p: &self.p,
             i: self.index,
             fingerprint: self.fingerprint,
             inputs: self.input_dirs(),
-            dir: &dir,
+            out: &out,
             resume: &resume,
             placement,
         };
@@ -254,19 +256,21 @@ impl StageRun {
         let log = store.log_path(&self.fingerprint);
         let (exit, reported) = self.run_process(&spec, &log).await?;
         tracing::debug!(stage = self.name(), ?exit, "exited");
-        let out = dir.join("out");
         let why = match exit {
             Exit::Success => None,
             Exit::Code(c) => Some(format!("exited with code {c}")),
             Exit::Signal(s) => Some(format!("killed by signal {s}")),
             Exit::Cancelled => Some("interrupted".into()),
-            Exit::Job(why) => Some(why),
+            Exit::Job(why) | Exit::Lost(why) => Some(why),
         };
         // A run that exits 0 without what it promised must not become a cached artifact.
         let why = why.or_else(|| self.p.checked[self.index].missing_output(&out));
         if let Some(why) = why {
             return Ok(self.failed_outcome(started, why, Some(log)));
         }
+        // Only a success frees its place before its outcome: a failure must stop new starts
+        // (without `--keep-going`) before any could take the place.
+        let _ = self.exited.send(self.index);
         self.commit(started, &out, reported, log).await
     }
 

@@ -1,6 +1,6 @@
-//! The stage supervisor: the small process (`flow supervise -- PROGRAM ARGS…`) that `flow apply`
-//! starts for every local stage, and that starts the stage in turn. Its one job is that nothing
-//! a stage started outlives the stage or the apply, with no cooperation from the stage.
+//! The stage supervisor: the small process that `flow apply` starts for every local stage (forked
+//! by the launcher, [`super::launcher`]), and that starts the stage in turn. Its one job is that
+//! nothing a stage started outlives the stage or the apply, with no cooperation from the stage.
 //!
 //! - It reads a control pipe on its stdin, whose other end only the apply holds. End of file
 //!   means the apply is gone, however it died (SIGKILL, the OOM killer, a closed terminal): the
@@ -8,27 +8,28 @@
 //!   (Ctrl-C): SIGTERM to the group, SIGKILL after [`GRACE`].
 //! - It is a child subreaper, so processes that leave the stage's group (`setsid`, daemons) are
 //!   still its descendants and are ended with the stage.
-//! - The stage's leader gets the parent-death signal SIGKILL, in case the supervisor itself is
-//!   killed.
 //! - When the leader exits, the rest of its group and every process left behind are killed and
 //!   reaped, and the supervisor exits as the leader did (same code, or the same signal).
 //!
-//! The supervisor ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT (only its pipe steers it); the
-//! stage gets the default dispositions back. Linux only: subreaping and the parent-death signal
-//! are `prctl` options.
+//! The supervisor blocks SIGINT, SIGTERM, SIGHUP and SIGQUIT (only its pipe steers it); the
+//! stage starts with none blocked. Should the supervisor itself be killed, what its stage left
+//! running is ended by the next attempt's leftover check ([`super::leftovers`]). Linux only:
+//! subreaping is a `prctl` option.
 
-use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::prctl;
-use nix::sys::signal::{SigHandler, Signal, kill, killpg, signal};
+use nix::sys::signal::{SigHandler, SigSet, Signal, kill, killpg, signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
-use nix::unistd::{Pid, getpid, getppid};
+use nix::unistd::{Pid, getpid};
+
+use super::launcher::Launch;
 
 /// The byte that asks the supervisor to end its stage gracefully.
 pub const TERMINATE: u8 = b'T';
@@ -36,8 +37,8 @@ pub const TERMINATE: u8 = b'T';
 /// How long a stage asked to end gracefully gets after SIGTERM before SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// The signals the supervisor ignores and its stage must not.
-const STEERING: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
+/// The signals the launcher and the supervisor block and the stage must not.
+pub(super) const STEERING: [Signal; 4] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGQUIT];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
@@ -49,6 +50,8 @@ pub enum SuperviseError {
     },
     #[error("cannot wait for the stage's process")]
     Wait(#[source] Errno),
+    #[error("the supervisor cannot take the stage's streams")]
+    Streams(#[source] Errno),
 }
 
 /// How the stage's leader ended; the supervisor ends the same way.
@@ -70,6 +73,9 @@ impl Ended {
                 let _ = prctl::set_dumpable(false);
                 // SAFETY: resetting a disposition to its default installs no handler.
                 let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+                let mut only = SigSet::empty();
+                only.add(sig);
+                let _ = only.thread_unblock();
                 let _ = kill(getpid(), sig);
                 // A signal whose default is not to terminate cannot have ended the stage;
                 // exit with the shell's convention.
@@ -79,49 +85,35 @@ impl Ended {
     }
 }
 
-/// Starts `program args` as the stage and supervises it until it and everything it started
-/// have ended.
-pub fn supervise(program: &OsStr, args: &[OsString]) -> Result<Ended, SuperviseError> {
+/// Starts `launch` as the stage and supervises it until it and everything it started have
+/// ended. One thread: its control pipe (stdin) and the exits of its children (a signalfd) are
+/// polled together.
+pub fn supervise(launch: &Launch) -> Result<Ended, SuperviseError> {
     // Without a subreaper, escaped processes go to init and are still found by the next
     // attempt's leftover check (`leftovers`); everything else here works without it.
     let _ = prctl::set_child_subreaper(true);
+    let mut exits = SigSet::empty();
+    exits.add(Signal::SIGCHLD);
+    let mut blocked = exits;
     for sig in STEERING {
-        // SAFETY: ignoring a signal installs no handler.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+        blocked.add(sig);
     }
-    let me = getpid();
-    let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).process_group(0);
-    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
-    // (prctl, getppid, kill, sigaction) and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // The supervisor may have died before the line above took effect.
-            if getppid() != me {
-                let _ = kill(Pid::this(), Signal::SIGKILL);
-            }
-            for sig in STEERING {
-                signal(sig, SigHandler::SigDfl)?;
-            }
-            Ok(())
-        });
-    }
-    let child = command
+    // Blocked, not ignored: the stage starts with an empty mask and default dispositions, and
+    // with nothing to do between fork and exec it is spawned the cheap way (posix_spawn).
+    blocked.thread_block().map_err(SuperviseError::Wait)?;
+    let exited =
+        SignalFd::with_flags(&exits, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(SuperviseError::Wait)?;
+    let child = Command::new(&launch.program)
+        .args(&launch.args)
+        .current_dir(&launch.cwd)
+        .envs(&launch.env)
+        .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
-        .map_err(|source| SuperviseError::Start { program: program.to_string_lossy().into_owned(), source })?;
+        .map_err(|source| SuperviseError::Start { program: launch.program.display().to_string(), source })?;
     let leader = Pid::from_raw(child.id() as i32);
-    // Whether the leader is still unreaped: only then does its pid name its group for certain
-    // (a reaped pid may be reused). Held while the group is signalled.
-    let group = Arc::new(Mutex::new(Some(leader)));
-    std::thread::spawn({
-        let group = Arc::clone(&group);
-        move || watch_control(&group)
-    });
-    let status = wait_for_leader(leader)?;
-    let mut held = group.lock().unwrap_or_else(|e| e.into_inner());
+    let status = watch(leader, &exited)?;
     end_descendants(leader);
-    *held = None;
     Ok(match status {
         WaitStatus::Signaled(_, sig, _) => Ended::Signal(sig),
         WaitStatus::Exited(_, code) => Ended::Code(code),
@@ -129,52 +121,62 @@ pub fn supervise(program: &OsStr, args: &[OsString]) -> Result<Ended, SuperviseE
     })
 }
 
-/// Waits until the leader exits, reaping meanwhile every adopted orphan that exits before it
-/// (left unreaped, they would hold pids until the stage ends). WNOWAIT leaves the leader a
-/// zombie, so its pid keeps naming its group until the rest of the group is ended.
-fn wait_for_leader(leader: Pid) -> Result<WaitStatus, SuperviseError> {
+/// Waits until the leader exits, steering its group as the control pipe asks meanwhile:
+/// [`TERMINATE`] ends it gracefully (SIGTERM, SIGKILL after [`GRACE`]), end of file (the apply
+/// is gone) at once. Adopted orphans that exit first are reaped (left unreaped, they would hold
+/// pids until the stage ends). WNOWAIT leaves the leader a zombie, so its pid keeps naming its
+/// group until the rest of the group is ended.
+fn watch(leader: Pid, exited: &SignalFd) -> Result<WaitStatus, SuperviseError> {
+    let control = std::io::stdin();
+    let mut steering = true;
+    let mut kill_at: Option<Instant> = None;
     loop {
-        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(status) if status.pid() == Some(leader) => return Ok(status),
-            Ok(status) => {
-                if let Some(orphan) = status.pid() {
-                    let _ = waitpid(orphan, None);
+        loop {
+            match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT) {
+                Ok(status) if status.pid() == Some(leader) => return Ok(status),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(status) => {
+                    if let Some(orphan) = status.pid() {
+                        let _ = waitpid(orphan, None);
+                    }
                 }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(SuperviseError::Wait(e)),
             }
-            Err(Errno::EINTR) => {}
+        }
+        let timeout = match kill_at {
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX),
+            None => PollTimeout::NONE,
+        };
+        let mut fds = vec![PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
+        if steering {
+            fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(SuperviseError::Wait(e)),
         }
-    }
-}
-
-/// Reads the control pipe: [`TERMINATE`] ends the stage gracefully, end of file (the apply is
-/// gone) at once.
-fn watch_control(group: &Arc<Mutex<Option<Pid>>>) {
-    let mut stdin = std::io::stdin().lock();
-    let mut byte = [0u8; 1];
-    loop {
-        match stdin.read(&mut byte) {
-            Ok(1) if byte[0] == TERMINATE => {
-                signal_group(group, Signal::SIGTERM);
-                let group = Arc::clone(group);
-                std::thread::spawn(move || {
-                    std::thread::sleep(GRACE);
-                    signal_group(&group, Signal::SIGKILL);
-                });
-            }
-            Ok(1) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Ok(_) | Err(_) => {
-                signal_group(group, Signal::SIGKILL);
-                return;
+        let asked = steering && fds[1].revents().is_some_and(|r| !r.is_empty());
+        drop(fds);
+        while exited.read_signal().is_ok_and(|s| s.is_some()) {}
+        if asked {
+            let mut byte = [0u8; 1];
+            match nix::unistd::read(&control, &mut byte) {
+                Ok(1) if byte[0] == TERMINATE => {
+                    let _ = killpg(leader, Signal::SIGTERM);
+                    kill_at.get_or_insert(Instant::now() + GRACE);
+                }
+                Ok(1) | Err(Errno::EINTR) => {}
+                Ok(_) | Err(_) => {
+                    let _ = killpg(leader, Signal::SIGKILL);
+                    steering = false;
+                }
             }
         }
-    }
-}
-
-fn signal_group(group: &Mutex<Option<Pid>>, sig: Signal) {
-    if let Some(leader) = *group.lock().unwrap_or_else(|e| e.into_inner()) {
-        let _ = killpg(leader, sig);
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            let _ = killpg(leader, Signal::SIGKILL);
+            kill_at = None;
+        }
     }
 }
 

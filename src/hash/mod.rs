@@ -39,6 +39,10 @@ impl Digest {
         self.to_string()
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The first eight hex characters, for status lines.
     pub fn short(&self) -> String {
         self.to_string()[..8].to_owned()

@@ -1,5 +1,6 @@
-//! Committing a finished run: its output files move into `cas/` (renamed, never copied), then
-//! the manifest, the artifact tree and, last, the run record with its [`Provenance`].
+//! Committing a finished run: its output files enter `cas/` (hard-linked, never copied), then
+//! the manifest, the artifact tree (the output directory itself, renamed into place, where it
+//! holds exactly what the manifest says) and, last, the run record with its [`Provenance`].
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -35,13 +36,16 @@ impl Store {
         replace: bool,
     ) -> Result<Record, StoreError> {
         let _shared = self.gc_lock(false)?;
-        let manifest = self.ingest(out)?;
+        let (manifest, shape) = self.ingest(out)?;
         let manifest_bytes = Bytes::from(manifest.bytes());
         let artifact = cas::put_blob(self.objects(), manifest_bytes).await?;
         tracing::debug!(%fp, %artifact, files = manifest.entries.len(), bytes = manifest.total_size(), "committed blobs and manifest");
         let dir = self.artifact_dir(&artifact);
         if !dir.is_dir() {
-            self.build_tree(&manifest, &dir, false)?;
+            match shape {
+                Shape::Tree => self.place_tree(out, &dir)?,
+                Shape::Rebuild => self.build_tree(&manifest, &dir, false)?,
+            }
         }
         let record = Record {
             fingerprint: *fp,
@@ -72,13 +76,17 @@ impl Store {
         }
     }
 
-    /// Moves every file of `out` into `cas/` and returns the manifest describing them.
-    fn ingest(&self, out: &Path) -> Result<Manifest, StoreError> {
+    /// Links every file of `out` into `cas/`, leaving `out` a tree of hard links to blobs, and
+    /// returns the manifest describing them.
+    fn ingest(&self, out: &Path) -> Result<(Manifest, Shape), StoreError> {
         let mut entries = Vec::new();
         let mut files = Vec::new();
+        let mut shape = Shape::Tree;
         let mut stack = vec![out.to_path_buf()];
         while let Some(dir) = stack.pop() {
+            let mut empty = dir != out;
             for item in fs_err::read_dir(&dir)? {
+                empty = false;
                 let item = item?;
                 let path = item.path();
                 let rel = path.strip_prefix(out).expect("walk stays under out");
@@ -110,29 +118,52 @@ impl Store {
                     });
                 }
             }
+            if empty {
+                shape = Shape::Rebuild;
+            }
         }
         let manifest = Manifest::new(entries);
         // The same rules as for a manifest read from a store (links must stay inside), checked
         // before anything enters `cas/`.
         manifest.validate().map_err(|e| StoreError::BadOutput { path: out.to_path_buf(), why: e.to_string() })?;
         for (path, digest, executable) in files {
+            set_readonly(&path, executable)?;
             let blob = self.blob_file(&digest);
-            if !blob.exists() {
-                set_readonly(&path, executable)?;
-                // Rename is atomic: readers see the whole blob or none. A concurrent writer of
-                // the same digest writes the same bytes. The shard directory is made the first
-                // time a blob lands in it rather than probed for every time.
-                match std::fs::rename(&path, &blob) {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        fs_err::create_dir_all(blob.parent().expect("blob has a shard dir"))?;
-                        fs_err::rename(&path, &blob)?;
+            // A hard link is atomic: readers see the whole blob or none. A concurrent writer of
+            // the same digest writes the same bytes. The shard directory is made the first time
+            // a blob lands in it rather than probed for every time.
+            let linked = match std::fs::hard_link(&path, &blob) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    fs_err::create_dir_all(blob.parent().expect("blob has a shard dir"))?;
+                    std::fs::hard_link(&path, &blob)
+                }
+                other => other,
+            };
+            match linked {
+                Ok(()) => {}
+                // The blob was there: the output shares it, unless it differs in the exec bit.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if (fs_err::metadata(&blob)?.mode() & 0o111 != 0) == executable {
+                        fs_err::remove_file(&path)?;
+                        fs_err::hard_link(&blob, &path)?;
                     }
-                    other => other.map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("cannot move {} into the store: {e}", path.display()))
-                    })?,
+                }
+                // A file system without hard links: the file moves, and the tree is built by
+                // copying.
+                Err(_) => {
+                    shape = Shape::Rebuild;
+                    fs_err::rename(&path, &blob)?;
                 }
             }
         }
-        Ok(manifest)
+        Ok((manifest, shape))
     }
+}
+
+/// Whether an output directory, once ingested, is exactly its artifact's tree. A manifest lists
+/// files and symlinks, so a directory with nothing in it would be in the output but not in a
+/// tree built from the manifest; and without hard links the files have moved.
+enum Shape {
+    Tree,
+    Rebuild,
 }

@@ -79,6 +79,9 @@ impl Store {
                 }
             }
         }
+        if !dry_run {
+            self.sweep()?;
+        }
         for entry in fs_err::read_dir(self.root.join("artifacts"))? {
             let entry = entry?;
             let digest = entry.file_name().to_str().and_then(|n| n.parse::<Digest>().ok());

@@ -7,19 +7,19 @@
 //! cas/<2 hex>/<64 hex>     blobs: file contents and manifests, by blake3; write-once
 //! ac/<fingerprint>.json    run records; written last, create-if-absent
 //! artifacts/<digest>/      materialised artifacts (hard links to blobs where modes agree)
-//! locks/<fingerprint>      per-fingerprint run locks (flock: released when a process dies)
+//! locks/runs               per-fingerprint run locks: one byte each (released when a process dies)
 //! scratch/<fingerprint>/   the working directory of a run: `attempt-XXXXXX/` per attempt
-//!                          (its `out/` and task), `resume/` kept across attempts
+//!                          (its output; a task file beside it), `resume/` kept across attempts
 //! logs/<fingerprint>.log   the output of the last run of a fingerprint
 //! state/files.json         the stat cache of input file digests
 //! state/remotes/<id>/<fp>  marks: the remote named <id> holds the record of <fp>
 //! ```
 //!
 //! Records and manifests go through `object_store` (`LocalFileSystem` here, S3 for remotes),
-//! whose create-if-absent puts give the write-once guarantee. Output files enter `cas/` by a
-//! rename from the run's scratch directory, which is on the same filesystem: a 10 GB checkpoint
-//! is never copied. The write order blobs → manifest → record means a crash at any point leaves
-//! no record that points at missing data.
+//! whose create-if-absent puts give the write-once guarantee. Output files enter `cas/` as hard
+//! links from the run's scratch directory, which is on the same filesystem, and that directory
+//! becomes the artifact's tree: a 10 GB checkpoint is never copied. The write order blobs →
+//! manifest → record means a crash at any point leaves no record that points at missing data.
 //!
 //! This file holds the store's layout, its errors and its locks; each other job has its file:
 //! committing a run ([`commit`]), read-only artifact trees ([`tree`]), scratch directories of run
@@ -91,12 +91,24 @@ pub enum StoreError {
 pub struct Store {
     root: PathBuf,
     objects: Arc<dyn ObjectStore>,
+    /// Empty scratch directories this process can rename into place ([`scratch`]).
+    spares: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("root", &self.root).finish()
     }
+}
+
+/// The file whose bytes are the run locks of fingerprints ([`Store::try_lock`]).
+const RUN_LOCKS: &str = "runs";
+
+/// The byte of [`RUN_LOCKS`] that is `fp`'s run lock: 63 bits of the fingerprint, so two
+/// fingerprints share one (and wait for each other) with odds of 2⁻⁶³.
+fn lock_offset(fp: &Fingerprint) -> i64 {
+    let digest = fp.digest();
+    i64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("32 bytes")) & i64::MAX
 }
 
 /// Holds a fingerprint's run lock until dropped.
@@ -113,7 +125,7 @@ impl Store {
         let root = fs_err::canonicalize(root)?;
         let objects = LocalFileSystem::new_with_prefix(&root)
             .map_err(|e| StoreError::Object { key: root.display().to_string(), source: e })?;
-        Ok(Self { root, objects: Arc::new(objects) })
+        Ok(Self { root, objects: Arc::new(objects), spares: std::sync::Mutex::default() })
     }
 
     pub fn root(&self) -> &Path {
@@ -172,13 +184,31 @@ impl Store {
         Manifest::parse(&bytes).map_err(|source| StoreError::BadManifest { key, source })
     }
 
-    /// Takes the run lock of `fp` if no other process holds it.
+    /// Takes the run lock of `fp` if no other process holds it: one byte of `locks/runs`, at an
+    /// offset the fingerprint gives, under an open-file-description lock (released when the
+    /// file is closed, so when the process dies). One file for every fingerprint: a stage's
+    /// first run creates no lock file (each file created costs on a busy disk).
     pub fn try_lock(&self, fp: &Fingerprint) -> Result<Option<RunLock>, StoreError> {
-        let file = fs_err::File::create(self.root.join("locks").join(fp.to_string()))?.into_parts().0;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(RunLock { _file: file })),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        use nix::fcntl::{FcntlArg, fcntl};
+        let file = fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.root.join("locks").join(RUN_LOCKS))?
+            .into_parts()
+            .0;
+        let lock = nix::libc::flock {
+            l_type: nix::libc::F_WRLCK as i16,
+            l_whence: nix::libc::SEEK_SET as i16,
+            l_start: lock_offset(fp),
+            l_len: 1,
+            l_pid: 0,
+        };
+        match fcntl(&file, FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => Ok(Some(RunLock { _file: file })),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(None),
+            Err(e) => Err(StoreError::Io(e.into())),
         }
     }
 

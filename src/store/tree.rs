@@ -56,16 +56,20 @@ impl Store {
                 Entry::Link { target: link, .. } => std::os::unix::fs::symlink(link, &target)?,
             }
         }
-        seal_dirs(tmp.path())?;
-        let tmp = tmp.keep();
-        match fs_err::rename(&tmp, dir) {
-            Ok(()) => Ok(()),
+        self.place_tree(&tmp.keep(), dir)
+    }
+
+    /// Seals the tree `from` (one built in `tmp/`, or a finished output directory whose files are
+    /// hard links to their blobs) and renames it to `dir`. Its root is sealed only once in
+    /// place: a directory that is not writable cannot move to another parent (its `..` entry
+    /// changes), except for root.
+    pub(super) fn place_tree(&self, from: &Path, dir: &Path) -> Result<(), StoreError> {
+        seal_dirs(from)?;
+        fs_err::set_permissions(from, std::fs::Permissions::from_mode(0o755))?;
+        match fs_err::rename(from, dir) {
+            Ok(()) => Ok(fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?),
             // Another process materialised it first: theirs is as good as ours.
-            Err(_) if dir.is_dir() => {
-                unseal_dirs(&tmp)?;
-                fs_err::remove_dir_all(&tmp)?;
-                Ok(())
-            }
+            Err(_) if dir.is_dir() => self.remove_tree(from),
             Err(e) => Err(e.into()),
         }
     }

@@ -7,11 +7,11 @@ pub(super) mod checkout;
 pub(super) mod gc;
 pub(super) mod graph;
 pub(super) mod hash;
+pub(super) mod launch;
 pub(super) mod plan;
 pub(super) mod run_stage;
 pub(super) mod share;
 pub(super) mod show;
-pub(super) mod supervise;
 pub(super) mod verify;
 
 use std::path::{Path, PathBuf};
