@@ -115,10 +115,11 @@ def mean(name):
         return None
     data = json.load(open(p))
     # Only hyperfine's exports: bench/train.sh writes its own JSON into the same folder.
-    return data.get("results") if isinstance(data, dict) else None
+    results = data.get("results") if isinstance(data, dict) else None
+    return results if isinstance(results, list) and all("mean" in r for r in results) else None
 for name in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".json") and not f.endswith("summary.json")):
     for r in mean(name) or []:
-        print(f"{name:28s} {r.get('command', '')[:60]:60s} mean {r['mean']*1000:9.1f} ms  ± {r['stddev']*1000 if r['stddev'] else 0:7.1f}")
+        print(f"{name:28s} {r['command'][:60]:60s} mean {r['mean']*1000:9.1f} ms  ± {r['stddev']*1000 if r['stddev'] else 0:7.1f}")
 for way in ["full", "full-rm"]:
     f, b = mean(f"flow-200-{way}"), mean(f"bare-200-{way}")
     if f and b:

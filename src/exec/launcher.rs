@@ -229,6 +229,8 @@ pub(super) struct Launcher {
     /// `None` once the launcher is gone: no answer will come.
     waiting: Arc<Mutex<Option<Waiting>>>,
     next: std::sync::atomic::AtomicU64,
+    /// Reads the answers, and reaps the launcher once it has gone.
+    reader: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// This process's launcher, started on first use and again if it has died.
@@ -261,6 +263,18 @@ pub(super) fn start(launch: Launch, streams: [OwnedFd; STREAMS]) -> std::io::Res
     Ok(Launched { id, launcher, ended })
 }
 
+/// Ends this process's launcher once no stage runs any more: at end of file it exits, and it is
+/// reaped here, so that the CPU time of the stages it ran counts as this process's children's
+/// (as `time flow apply` reports it).
+pub(super) fn shut_down() {
+    let Some(launcher) = LAUNCHER.lock().unwrap_or_else(PoisonError::into_inner).take() else { return };
+    let _ = launcher.socket.lock().unwrap_or_else(PoisonError::into_inner).shutdown(std::net::Shutdown::Write);
+    let reader = launcher.reader.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+}
+
 pub(super) fn gone() -> std::io::Error {
     std::io::Error::other("the stage launcher (`flow launch`) ended while the stage ran")
 }
@@ -281,7 +295,7 @@ impl Launcher {
             })?;
         let waiting = Arc::new(Mutex::new(Some(Waiting::new())));
         let answers = ours.try_clone()?;
-        std::thread::Builder::new().name("flow-launcher".into()).spawn({
+        let reader = std::thread::Builder::new().name("flow-launcher".into()).spawn({
             let waiting = Arc::clone(&waiting);
             move || {
                 for line in std::io::BufReader::new(answers).lines() {
@@ -298,7 +312,12 @@ impl Launcher {
                 let _ = process.wait();
             }
         })?;
-        Ok(Launcher { socket: Mutex::new(ours), waiting, next: std::sync::atomic::AtomicU64::new(0) })
+        Ok(Launcher {
+            socket: Mutex::new(ours),
+            waiting,
+            next: std::sync::atomic::AtomicU64::new(0),
+            reader: Mutex::new(Some(reader)),
+        })
     }
 
     fn alive(&self) -> bool {

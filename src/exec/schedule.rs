@@ -68,6 +68,7 @@ pub async fn apply(
     });
     let summary = Scheduler::new(p, Arc::clone(&tiers), opts, sink, cancel_rx).run().await;
     cancel_task.abort();
+    super::launcher::shut_down();
     // Last, when no stage creates files any more (`Store::clear_scratch`). What is left, the
     // next apply or `flow gc` removes.
     if let Err(e) = tiers.local().sweep() {

@@ -70,7 +70,10 @@ impl Store {
     /// Makes `scratch`: a spare renamed into place (it comes with its empty `resume/`), else a
     /// new directory. `AlreadyExists` when an earlier attempt's directory is there.
     fn make_scratch(&self, scratch: &Path) -> std::io::Result<()> {
-        while let Some(spare) = self.spares.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+        loop {
+            // Its own statement: a guard in a `while let` would be held through the body.
+            let spare = self.spares.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some(spare) = spare else { break };
             match std::fs::rename(&spare, scratch) {
                 Ok(()) => return Ok(()),
                 Err(e) if matches!(e.kind(), ErrorKind::DirectoryNotEmpty | ErrorKind::AlreadyExists) => {
@@ -178,6 +181,25 @@ mod tests {
         assert!(names(&store.resume_dir(&fingerprint(2))).is_empty());
         assert!(names(&out).is_empty());
         assert!(names(&store.root.join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn an_earlier_attempts_directory_is_kept_and_the_spare_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let fp = fingerprint(2);
+        let earlier = store.fresh_attempt(&fp).unwrap();
+        fs_err::create_dir_all(store.resume_dir(&fp)).unwrap();
+        fs_err::write(store.resume_dir(&fp).join("checkpoint"), "step 7").unwrap();
+        committed(&store, &fingerprint(1), false);
+        let out = store.fresh_attempt(&fp).unwrap();
+        assert!(!earlier.exists(), "the earlier attempt's directory is removed");
+        assert_eq!(names(&store.resume_dir(&fp)), ["checkpoint"]);
+        assert_eq!(
+            names(&store.scratch_dir(&fp)),
+            [out.file_name().unwrap().to_string_lossy().into_owned(), "resume".into()]
+        );
+        assert_eq!(store.spares.lock().unwrap().len(), 1, "the spare is kept for the next stage");
     }
 
     #[test]
