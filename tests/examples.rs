@@ -151,3 +151,58 @@ const MULTISTAGE_REDUCED: &[&str] = &[
     "eval-grown.with.windows=4",
     "eval-scratch.with.windows=4",
 ];
+
+/// The sweep example: a matrix stage, the stages that follow it and a `compare` of its
+/// members; one more seed runs only the stages of that seed and the tables.
+#[test]
+fn sweep_compares_the_seeds_of_each_setting_and_one_more_seed_runs_only_its_stages() {
+    let p = Project::new();
+    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"), &p.path().join("workflows"));
+    let r = p.apply("workflows/sweep.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.with_status("ran").len(), 19);
+    let dir = format!("cache/artifacts/{}", r.artifact("compare"));
+    let summary: serde_json::Value = serde_json::from_str(&p.read(&format!("{dir}/summary.json"))).unwrap();
+    let groups = summary["groups"].as_array().unwrap();
+    let names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pretrain@lr=0.001", "pretrain@lr=0.01"]);
+    let val = |g: &serde_json::Value, key: &str| g["finals"]["val_loss"][key].as_f64().unwrap();
+    for g in groups {
+        assert_eq!(g["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(g["finals"]["val_loss"]["n"], 3);
+        assert!(val(g, "ci_low") < val(g, "mean") && val(g, "mean") < val(g, "ci_high"), "{g}");
+        // One point per evaluation (steps 10, 20, 30), each over the three seeds.
+        assert_eq!(g["curves"]["val_loss"].as_array().unwrap().len(), 3);
+    }
+    assert!(val(&groups[1], "ci_high") < val(&groups[0], "ci_low"), "lr=0.01 learns faster in 30 steps: {summary}");
+    let csv = p.read(&format!("{dir}/summary.csv"));
+    assert_eq!(csv.lines().next(), Some("group,metric,runs,mean,ci_low,ci_high"));
+    assert_eq!(csv.lines().filter(|l| l.starts_with("pretrain@lr=0.01,val_loss,3,")).count(), 1);
+    assert_eq!(p.read(&format!("{dir}/curves.csv")).lines().filter(|l| l.contains(",val_loss,")).count(), 6);
+    let svg = p.read(&format!("{dir}/curves.svg"));
+    assert!(svg.starts_with("<svg") && svg.contains("pretrain@lr=0.01") && svg.contains("<polygon"), "{svg:.300}");
+    let evals = p.read(&format!("cache/artifacts/{}/summary.csv", r.artifact("compare-eval")));
+    assert!(evals.lines().any(|l| l.starts_with("eval@lr=0.001,val_loss,3,")), "{evals}");
+
+    let plan = p.flow(&["plan", "workflows/sweep.yaml", "--target", "pretrain"]);
+    let listed = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(listed.lines().filter(|l| l.contains(" pretrain@seed=")).count(), 6, "{listed}");
+    assert!(!listed.contains("eval@"), "{listed}");
+
+    let more = ["--set", "model.matrix.seed=[1, 2, 3, 4]", "--set", "pretrain.matrix.seed=[1, 2, 3, 4]"];
+    let r = p.apply("workflows/sweep.yaml", &more);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.with_status("ran"),
+        [
+            "compare",
+            "compare-eval",
+            "eval@seed=4,lr=0.001",
+            "eval@seed=4,lr=0.01",
+            "model@seed=4",
+            "pretrain@seed=4,lr=0.001",
+            "pretrain@seed=4,lr=0.01"
+        ]
+    );
+    assert_eq!(r.with_status("cached").len(), 17);
+}

@@ -28,8 +28,19 @@ fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
     assert!(last < first - 0.5, "loss must fall: {first} → {last}");
     assert_eq!(pre[29]["tokens"], 30 * 4 * 32);
     let ann = metrics(&a, &r, "ann");
-    assert_eq!(ann[0]["lr"], pre[29]["lr"], "the anneal starts at the LR pretraining ended with");
-    assert_eq!(ann[9]["lr"].as_f64().unwrap(), 0.0);
+    let state = |stage: &str| -> serde_json::Value {
+        serde_json::from_str(&a.read(&format!("cache/artifacts/{}/trainer_state.json", r.artifact(stage)))).unwrap()
+    };
+    assert_eq!(state("pre")["end_lr"], 3.0e-3);
+    assert_eq!(ann[0]["lr"], state("pre")["end_lr"], "the anneal starts at the LR pretraining ended with");
+    let rates: Vec<f64> = ann.iter().map(|row| row["lr"].as_f64().unwrap()).collect();
+    assert!(rates.windows(2).all(|w| w[1] < w[0]) && rates[9] > 0.0, "every step trains: {rates:?}");
+    assert_eq!(state("ann")["end_lr"], 0.0);
+    let weights = |stage: &str| a.read_bytes(&format!("cache/artifacts/{}/model.safetensors", r.artifact(stage)));
+    assert_ne!(weights("ann"), weights("pre"), "the anneal must change the weights");
+    let (pre_val, ann_val) =
+        (state("pre")["final_val_loss"].as_f64().unwrap(), state("ann")["final_val_loss"].as_f64().unwrap());
+    assert!(ann_val < pre_val, "the anneal must lower the loss on its data: {pre_val} → {ann_val}");
 
     let eval: serde_json::Value =
         serde_json::from_str(&a.read(&format!("cache/artifacts/{}/metrics.json", r.artifact("ev")))).unwrap();
@@ -49,6 +60,44 @@ fn the_pipeline_trains_deterministically_and_the_anneal_continues_the_lr() {
     }
     // And a second apply runs nothing.
     assert_eq!(a.apply("wf.yaml", &[]).with_status("cached").len(), 6);
+}
+
+/// After a schedule that decays to 0 the anneal would train at rate 0 (its weights came out
+/// byte-identical to its input's): it must fail, naming itself, its input and `start_lr`.
+#[test]
+fn an_anneal_with_nothing_to_anneal_fails_and_names_start_lr() {
+    let p = Project::new();
+    p.fixture("continuation");
+    let r = p.apply("wf.yaml", &["--target", "ann"]);
+    assert_eq!(r.status("decayed"), "ran", "{}", r.stderr);
+    assert_eq!(r.status("ann"), "failed");
+    let tail = r.stage("ann")["log_tail"].to_string();
+    for part in ["stage `ann`", "stage `decayed`", "set `start_lr`", "learning rate 0"] {
+        assert!(tail.contains(part), "`{part}` missing from {tail}");
+    }
+    let fixed = p.apply("wf.yaml", &["--target", "ann", "--set", "ann.with.start_lr=1e-3"]);
+    assert_eq!(fixed.status("ann"), "ran", "{}", fixed.stderr);
+    let weights = |stage: &str| p.read_bytes(&format!("cache/artifacts/{}/model.safetensors", fixed.artifact(stage)));
+    assert_ne!(weights("ann"), weights("decayed"));
+}
+
+/// A continuation with the stage's default seed used to draw the windows its input run drew:
+/// step 5 of `again` (the weights `four` ended with, unmoved) then had, to the last bit, the
+/// loss of step 5 of `five` (the same weights, on the seed's fifth windows).
+#[test]
+fn a_continuation_draws_fresh_windows() {
+    let p = Project::new();
+    p.fixture("continuation");
+    let r = p.apply("wf.yaml", &["--target", "again", "--target", "five"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let weights = |stage: &str| p.read_bytes(&format!("cache/artifacts/{}/model.safetensors", r.artifact(stage)));
+    assert_eq!(weights("again"), weights("four"), "a rate of 1e-20 moves no weight");
+    let (again, five) = (metrics(&p, &r, "again"), metrics(&p, &r, "five"));
+    let losses = |rows: &[serde_json::Value]| rows.iter().map(|row| row["loss"].as_f64().unwrap()).collect::<Vec<_>>();
+    let (again, five) = (losses(&again), losses(&five));
+    assert_ne!(again[4], five[4], "the continuation replayed its input's windows");
+    let distinct: std::collections::BTreeSet<u64> = again.iter().map(|l| l.to_bits()).collect();
+    assert_eq!(distinct.len(), 5, "each step draws its own windows: {again:?}");
 }
 
 #[test]
@@ -265,7 +314,7 @@ fn every_built_in_kind_is_bit_reproducible_on_cpu() {
             r
         })
         .collect();
-    assert_eq!(runs[0].stages.len(), 12);
+    assert_eq!(runs[0].stages.len(), 13);
     for stage in &runs[0].stages {
         let name = stage["stage"].as_str().unwrap();
         assert_eq!(runs[1].artifact(name), runs[0].artifact(name), "`{name}` differs between two runs");
@@ -306,4 +355,84 @@ fn bf16_training_keeps_f32_weights_and_tracks_the_f32_loss() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// Re-warming: continued pretraining from a trained model with a fresh warmup, with and without
+/// the input's optimizer state. The rate climbs again from near 0, both runs learn, and the
+/// optimizer state makes a difference to the weights.
+#[test]
+fn continued_pretraining_rewarms_with_and_without_the_optimizer_state() {
+    let p = Project::new();
+    p.fixture("continuation");
+    let r = p.apply("wf.yaml", &["--target", "rewarm", "--target", "rewarm-with-state"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let state = |stage: &str| -> serde_json::Value {
+        serde_json::from_str(&p.read(&format!("cache/artifacts/{}/trainer_state.json", r.artifact(stage)))).unwrap()
+    };
+    let before = state("four")["final_val_loss"].as_f64().unwrap();
+    for stage in ["rewarm", "rewarm-with-state"] {
+        let rows = metrics(&p, &r, stage);
+        let rates: Vec<f64> = rows.iter().map(|row| row["lr"].as_f64().unwrap()).collect();
+        assert_eq!(&rates[..3], [1.0e-3, 2.0e-3, 3.0e-3], "{stage}: the warmup starts again");
+        let after = state(stage)["final_val_loss"].as_f64().unwrap();
+        assert!(after < before, "{stage} must keep learning: {before} → {after}");
+    }
+    let weights = |stage: &str| p.read_bytes(&format!("cache/artifacts/{}/model.safetensors", r.artifact(stage)));
+    assert_ne!(weights("rewarm"), weights("rewarm-with-state"), "the input's optimizer state is used");
+}
+
+/// The data keeps each source's validation tokens apart, training evaluates each source (and
+/// the data a stage names in `val`), conversations in a mixture carry the chat markers, and
+/// SFT mixes replayed text into its rows.
+#[test]
+fn training_measures_each_source_and_sft_can_replay_pretraining_text() {
+    let p = Project::new();
+    let chats: String = (0..80)
+        .map(|i| {
+            let conv = serde_json::json!({"messages": [
+                {"role": "user", "content": format!("what comes after {i}?")},
+                {"role": "assistant", "content": format!("{}", i + 1)},
+            ]});
+            format!("{conv}\n")
+        })
+        .collect();
+    p.write("chats.jsonl", &chats);
+    p.fixture("sources");
+    let r = p.apply("wf.yaml", &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let data = format!("cache/artifacts/{}", r.artifact("mix"));
+    let index: serde_json::Value = serde_json::from_str(&p.read(&format!("{data}/index.json"))).unwrap();
+    let sources = index["sources"].as_array().unwrap();
+    let names: Vec<&str> = sources.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["prose", "sums", "inputs"]);
+    let parts: Vec<u64> = sources.iter().map(|s| s["val_tokens"].as_u64().unwrap()).collect();
+    assert!(parts.iter().all(|&n| n > 32), "{parts:?}");
+    assert_eq!(parts.iter().sum::<u64>(), index["val"]["tokens"].as_u64().unwrap());
+    let train: Vec<u16> =
+        p.read_bytes(&format!("{data}/train.bin")).chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    let count = |id: u16| train.iter().filter(|&&t| t == id).count();
+    assert!(count(2) > 0 && count(2) == count(3), "the conversations' <|im_start|>/<|im_end|> are in the mixture");
+
+    let pre = metrics(&p, &r, "pre");
+    let keys = ["val_loss/prose", "val_loss/sums", "val_loss/inputs"];
+    assert!(keys.iter().all(|k| pre[0].get(*k).is_none()), "only where evaluated: {}", pre[0]);
+    let curves: Vec<f64> =
+        keys.iter().map(|k| pre[3][*k].as_f64().unwrap_or_else(|| panic!("{k} in {}", pre[3]))).collect();
+    assert!(curves[0] != curves[1] && curves[1] != curves[2], "{curves:?}");
+    let tuned = metrics(&p, &r, "tuned");
+    assert!(tuned[3]["val_loss/mix"].as_f64().unwrap() > 0.0, "{}", tuned[3]);
+    let svg = p.path().join("pre.svg");
+    let out = p.flow(&["show", "wf.yaml", "pre", "--plot", svg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("val_loss/sums"));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&p.read(&format!("cache/artifacts/{}/sft_data.json", r.artifact("replayed")))).unwrap();
+    assert_eq!(report["replay_rows"], 8, "a quarter of 8 steps × 4 rows");
+    let weights = |stage: &str| p.read_bytes(&format!("cache/artifacts/{}/model.safetensors", r.artifact(stage)));
+    assert_ne!(weights("replayed"), weights("tuned"));
+    let bad = p.apply("wf.yaml", &["--target", "replayed", "--set", "replayed.with.replay=0.0"]);
+    assert_eq!(bad.status("replayed"), "failed");
+    assert!(bad.stage("replayed")["log_tail"].to_string().contains("give it a share of the rows"));
 }

@@ -131,6 +131,10 @@ impl Project {
         std::fs::read_to_string(self.path().join(rel)).unwrap_or_default()
     }
 
+    pub(crate) fn read_bytes(&self, rel: &str) -> Vec<u8> {
+        std::fs::read(self.path().join(rel)).unwrap_or_else(|e| panic!("`{rel}`: {e}"))
+    }
+
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(flow_bin());
         cmd.args(args).current_dir(self.path()).env("CI", "1").env_remove("FLOW_CACHE").env("NO_COLOR", "1");

@@ -43,7 +43,7 @@ pub(crate) enum Command {
     Show {
         /// The workflow file.
         file: PathBuf,
-        /// The stage to show.
+        /// The stage to show (a member of a matrix stage by its full name, `STAGE@KEY=VALUE,...`).
         stage: String,
         /// Print one JSON object instead of text.
         #[arg(long)]
@@ -142,13 +142,16 @@ pub(crate) enum Command {
 pub(crate) struct Selection {
     /// The workflow file.
     pub file: PathBuf,
-    /// Only these stages and what they need (repeatable).
+    /// Only these stages and what they need (repeatable). A matrix stage's name selects all
+    /// its members; `STAGE@KEY=VALUE,...` one member.
     #[arg(long = "target", value_name = "STAGE")]
     pub targets: Vec<String>,
-    /// Re-run these stages even if cached (repeatable); their dependents follow by content.
+    /// Re-run these stages even if cached (repeatable; a matrix stage's name selects all its
+    /// members); their dependents follow by content.
     #[arg(long, value_name = "STAGE")]
     pub force: Vec<String>,
-    /// Override a parameter: `STAGE.with.KEY=VALUE` or `defaults.KEY=VALUE` (YAML value).
+    /// Override a parameter: `STAGE.with.KEY=VALUE`, the values a matrix stage sweeps:
+    /// `STAGE.matrix.KEY=[VALUES]`, or `defaults.KEY=VALUE` (YAML values).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
     /// Print one JSON object per line on stdout.

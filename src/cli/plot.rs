@@ -1,5 +1,5 @@
-//! `flow show --plot`: the loss (train and val) and learning-rate curves of a training
-//! artifact's `metrics.jsonl`, drawn as SVG with plotters.
+//! `flow show --plot`: the loss (train, val, and val per source) and learning-rate curves of a
+//! training artifact's `metrics.jsonl`, drawn as SVG with plotters.
 
 use std::path::Path;
 
@@ -23,7 +23,13 @@ pub(super) fn training_curves(metrics: &Path, to: &Path) -> Result<(), String> {
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(420);
     let last = rows.last().expect("non-empty").step as f64;
-    let losses = rows.iter().map(|r| r.loss).chain(rows.iter().filter_map(|r| r.val_loss));
+    let sources: std::collections::BTreeSet<&str> =
+        rows.iter().flat_map(|r| r.val_sources.keys().map(String::as_str)).collect();
+    let losses = rows
+        .iter()
+        .map(|r| r.loss)
+        .chain(rows.iter().filter_map(|r| r.val_loss))
+        .chain(rows.iter().flat_map(|r| r.val_sources.values().copied()));
     let (lo, hi) = losses.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
     let mut chart = ChartBuilder::on(&top)
         .caption("loss", ("sans-serif", 20))
@@ -43,6 +49,16 @@ pub(super) fn training_curves(metrics: &Path, to: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .label("val")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    // One curve per source of the data and per extra validation set: forgetting shows here.
+    for (i, key) in sources.iter().enumerate() {
+        let color = Palette99::pick(i + 2).to_rgba();
+        let points = rows.iter().filter_map(|r| r.val_sources.get(*key).map(|v| (r.step as f64, *v)));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(1)))
+            .map_err(|e| e.to_string())?
+            .label(key.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
     chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| e.to_string())?;
     let max_lr = rows.iter().map(|r| r.lr).fold(0.0, f64::max).max(1e-12);
     let mut lr = ChartBuilder::on(&bottom)

@@ -50,15 +50,20 @@ pub fn prepare(
 ) -> Result<Prepared, ExecError> {
     let checked = registry.check(&workflow)?;
     let dag = Dag::build(&workflow)?;
-    let index = |flag: &'static str, name: &String| {
-        workflow.index(name).ok_or_else(|| ExecError::UnknownStage {
-            flag,
-            stage: name.clone(),
-            file: workflow.path.display().to_string(),
-        })
+    // A matrix stage's name stands for all its members.
+    let select = |flag: &'static str, names: &[String]| -> Result<Vec<usize>, ExecError> {
+        let mut out = Vec::new();
+        for name in names {
+            out.extend(workflow.select(name).ok_or_else(|| ExecError::UnknownStage {
+                flag,
+                stage: name.clone(),
+                file: workflow.path.display().to_string(),
+            })?);
+        }
+        Ok(out)
     };
-    let targets: Vec<usize> = selection.targets.iter().map(|t| index("--target", t)).collect::<Result<_, _>>()?;
-    let force = selection.force.iter().map(|f| index("--force", f)).collect::<Result<_, _>>()?;
+    let targets = select("--target", &selection.targets)?;
+    let force = select("--force", &selection.force)?.into_iter().collect();
     let selected = if targets.is_empty() {
         dag.order().to_vec()
     } else {

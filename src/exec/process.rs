@@ -58,6 +58,11 @@ impl Attempt<'_> {
             stage: stage.name.clone(),
             params: p.checked[self.i].params.clone(),
             inputs: self.inputs.clone(),
+            needs: stage
+                .needs
+                .iter()
+                .map(|(role, need)| (role.clone(), need.stages.iter().map(|(name, _)| name.clone()).collect()))
+                .collect(),
             files: stage.input_files().iter().map(|f| p.workflow.dir.join(f)).collect(),
             out: self.out.to_path_buf(),
             resume: self.resume.to_path_buf(),

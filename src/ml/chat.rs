@@ -8,9 +8,11 @@
 //! samples with positions restarting at 0 and a block-diagonal causal mask, so each sample
 //! sees exactly what it would see alone.
 
+use std::collections::BTreeMap;
+
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,7 +20,7 @@ use serde_json::Value;
 use super::fused::Forward;
 use super::model::Model;
 use super::tokenizer::{IM_END, IM_START, PAD, SPECIAL, Tokenizer, TokenizerError};
-use super::train::{Batches, Micro, TrainError};
+use super::train::{Batches, Micro, TrainError, ValSets};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,11 +270,44 @@ pub fn rows(lengths: &[usize], order: &[usize], width: usize, packing: bool) -> 
     out
 }
 
+/// Replay: a share `ratio` of the rows are windows of `seq_len + 1` tokens of plain text (the
+/// pretraining data), whose every token is a target, so fine-tuning forgets less.
+pub struct Replay {
+    pub tokens: Vec<u32>,
+    pub ratio: f64,
+    pub seed: u64,
+}
+
+impl Replay {
+    /// Replay rows among the first `k` rows: ⌊k·ratio⌋, so at every prefix the share is within
+    /// one row of the ratio (the largest-deficit rule of the data mixture, for two sources).
+    pub fn before(&self, k: usize) -> usize {
+        (k as f64 * self.ratio).floor() as usize
+    }
+
+    /// Whether row `k` (counted over the whole run) is a replay row.
+    pub fn is_replay(&self, k: usize) -> bool {
+        self.before(k + 1) > self.before(k)
+    }
+
+    /// Replay window `j`: a seeded start per window, so a resumed run needs no state.
+    fn window(&self, j: usize, seq_len: usize) -> Encoded {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(j as u64);
+        let start = rng.random_range(0..=self.tokens.len() - seq_len - 1);
+        Encoded { tokens: self.tokens[start..start + seq_len + 1].to_vec(), trained: vec![true; seq_len + 1] }
+    }
+}
+
 /// SFT batches: every epoch visits the samples in a fresh seeded order, packed or one per row;
 /// a step takes the next `batch · accumulate` rows. The loss is the sum of the step's
 /// per-token losses over its trainable targets divided by their count — normalised per token
 /// over the whole accumulated batch, not per sequence.
 pub struct ChatBatches {
+    /// Text evaluated alongside the conversations' masked loss (`val_loss/NAME`).
+    pub named: ValSets,
+    /// Plain text mixed into the rows, trained on every token.
+    pub replay: Option<Replay>,
     train: Vec<Encoded>,
     val: Vec<Encoded>,
     batch: usize,
@@ -306,7 +341,19 @@ impl ChatBatches {
                 s.trainable()
             )));
         }
-        Ok(Self { train, val, batch, accumulate, seq_len, packing, seed, rows: Vec::new(), epochs: 0 })
+        Ok(Self {
+            named: ValSets::default(),
+            replay: None,
+            train,
+            val,
+            batch,
+            accumulate,
+            seq_len,
+            packing,
+            seed,
+            rows: Vec::new(),
+            epochs: 0,
+        })
     }
 
     /// How many rows one epoch fills (epoch 0).
@@ -337,15 +384,25 @@ impl Batches for ChatBatches {
     fn step(&mut self, step: u64, device: &Device) -> Result<Vec<Micro>, TrainError> {
         let per_step = self.batch * self.accumulate;
         let first = step as usize * per_step;
-        self.ensure(first + per_step);
-        let batches: Vec<Batch> = self.rows[first..first + per_step]
-            .chunks(self.batch)
-            .map(|chunk| {
-                let rows: Vec<Vec<&Encoded>> =
-                    chunk.iter().map(|r| r.iter().map(|&i| &self.train[i]).collect()).collect();
-                assemble(&rows, self.packing, device)
+        let end = first + per_step;
+        self.ensure(end - self.replay.as_ref().map_or(0, |r| r.before(end)));
+        let replayed = |k: usize| self.replay.as_ref().map_or(0, |r| r.before(k));
+        let windows: Vec<Encoded> = match &self.replay {
+            Some(r) => (first..first + per_step)
+                .filter(|&k| r.is_replay(k))
+                .map(|k| r.window(r.before(k), self.seq_len))
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut windows = windows.iter();
+        let rows: Vec<Vec<&Encoded>> = (first..first + per_step)
+            .map(|k| match &self.replay {
+                Some(r) if r.is_replay(k) => vec![windows.next().expect("one window per replay row")],
+                _ => self.rows[k - replayed(k)].iter().map(|&i| &self.train[i]).collect(),
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
+        let batches: Vec<Batch> =
+            rows.chunks(self.batch).map(|chunk| assemble(chunk, self.packing, device)).collect::<Result<_, _>>()?;
         let trained: f32 = batches.iter().map(|b| b.trained.iter().sum::<f32>()).sum();
         batches
             .into_iter()
@@ -367,6 +424,10 @@ impl Batches for ChatBatches {
     fn val_loss(&self, model: &Model) -> Result<f64, TrainError> {
         let samples = if self.val.is_empty() { &self.train } else { &self.val };
         masked_loss(model, samples, self.batch)
+    }
+
+    fn val_losses(&self, model: &Model) -> Result<BTreeMap<String, f64>, TrainError> {
+        self.named.losses(model)
     }
 }
 

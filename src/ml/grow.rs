@@ -5,6 +5,12 @@
 //! more heads (new residual dimensions start at 0, new heads write through zero `o_proj`
 //! columns, RMSNorm gains scaled by √(d/D) and ε by d/D so the function is unchanged).
 //!
+//! Split replicas would get identical gradients and identical AdamW state forever, adding no
+//! capacity; so each replica's `up_proj` row gets seeded noise that sums to zero over the
+//! replicas of a neuron. With the `down_proj` columns split equally the replicas' outputs still
+//! add up to the source neuron's (SwiGLU is linear in the up projection), and the different up
+//! rows give their shared gate rows different gradients from the first step.
+//!
 //! New weights are drawn N(0, 0.02) from a seeded RNG. The grown model has exactly the tensor
 //! names and shapes of a freshly initialised model of the target config.
 
@@ -39,7 +45,7 @@ pub enum Placement {
 #[serde(rename_all = "snake_case")]
 pub enum Widen {
     /// Net2Net: new neuron j copies neuron j mod f; every replica's `down_proj` column is
-    /// divided by the replica count.
+    /// divided by the replica count, and their `up_proj` rows differ by zero-sum noise.
     Split,
     /// New neurons with random inputs and zero `down_proj` columns.
     Zero,
@@ -224,6 +230,15 @@ pub fn grow(
                     u2[j * dd + k] = u2[s * dd + k];
                 }
             }
+            for s in (0..f).filter(|&s| replicas[s] > 1) {
+                let noise = rng.normal(replicas[s] * dd);
+                for k in 0..dd {
+                    let mean = (0..replicas[s]).map(|r| noise[r * dd + k]).sum::<f32>() / replicas[s] as f32;
+                    for r in 0..replicas[s] {
+                        u2[(s + r * f) * dd + k] += noise[r * dd + k] - mean;
+                    }
+                }
+            }
             for r in 0..d {
                 for j in 0..ff {
                     dn[r * ff + j] = down[r * f + j % f] / replicas[j % f] as f32;
@@ -327,6 +342,39 @@ mod tests {
             let shapes = |m: &Model| m.params().into_iter().map(|(k, v)| (k, v.dims().to_vec())).collect::<Vec<_>>();
             assert_eq!(shapes(&g), shapes(&fresh));
             assert_eq!((g.config.num_attention_heads, g.config.num_key_value_heads), (8, 4));
+        }
+    }
+
+    fn row(m: &Model, name: &str, r: usize) -> Vec<f32> {
+        let t = m.param(name).as_tensor().clone();
+        t.get(r).unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// Without the noise on the up rows the copies of a neuron keep bit-identical gate rows
+    /// through training (identical gradients, identical AdamW state).
+    #[test]
+    fn split_copies_of_a_neuron_diverge_under_training() {
+        use crate::ml::optim::{AdamW, AdamWConfig};
+        let m = source();
+        let (d, f) = (m.config.hidden_size, m.config.intermediate_size);
+        let g = grown(&m, &plan(2, Depth::Zero, d, 2 * f, Widen::Split));
+        let (gate, up) = ("model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight");
+        assert_eq!(row(&g, gate, 3), row(&g, gate, 3 + f), "the gate rows start as copies");
+        assert_ne!(row(&g, up, 3), row(&g, up, 3 + f), "the up rows differ");
+        let x = Tensor::new(&[[3u32, 17, 5, 39, 0, 22, 8, 11], [1, 2, 3, 4, 5, 6, 7, 8]], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[[17u32, 5, 39, 0, 22, 8, 11, 3], [2, 3, 4, 5, 6, 7, 8, 9]], &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(g.params(), AdamWConfig::default()).unwrap();
+        for _ in 0..5 {
+            let grads = g.loss(&x, &y).unwrap().backward().unwrap();
+            opt.step(&grads, 1e-2).unwrap();
+        }
+        for layer in 0..2 {
+            let gate = format!("model.layers.{layer}.mlp.gate_proj.weight");
+            for s in [0, 3, f - 1] {
+                let (a, b) = (row(&g, &gate, s), row(&g, &gate, s + f));
+                let apart = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                assert!(apart > 1e-3, "layer {layer} neuron {s}: its copies are {apart} apart after 5 steps");
+            }
         }
     }
 

@@ -272,7 +272,9 @@ fn slerp(t: f64, v0: &[f32], v1: &[f32]) -> Vec<f32> {
 }
 
 /// Model Stock: t = N·cos / (1 + (N−1)·cos) from the mean pairwise cosine of the task
-/// vectors; θ = t·mean(θᵢ) + (1 − t)·θ_base.
+/// vectors; θ = t·mean(θᵢ) + (1 − t)·θ_base. The paper's geometry assumes cos ≥ 0; below it the
+/// denominator reaches 0 at cos = −1/(N−1) (two opposite fine-tunes) and t leaves [0, 1], so a
+/// negative mean cosine counts as 0 — fine-tunes that disagree give the base.
 fn model_stock(models: &[&[f32]], base: &[f32]) -> Vec<f32> {
     let deltas: Vec<Vec<f64>> =
         models.iter().map(|m| m.iter().zip(base).map(|(a, b)| *a as f64 - *b as f64).collect()).collect();
@@ -289,7 +291,7 @@ fn model_stock(models: &[&[f32]], base: &[f32]) -> Vec<f32> {
             pairs += 1.0;
         }
     }
-    let cos = cos_sum / pairs;
+    let cos = (cos_sum / pairs).max(0.0);
     let t = k * cos / (1.0 + (k - 1.0) * cos);
     (0..base.len())
         .map(|j| {
@@ -420,6 +422,18 @@ mod tests {
         let base = [0.0f32, 0.0];
         let out = merge(&s, &[&[1.0, 0.0], &[0.0, 1.0]], Some(&base), 0);
         assert_eq!(out, vec![0.0, 0.0]);
+    }
+
+    /// Opposite task vectors put the unguarded formula's denominator at 0 (t = −2/0); nearly
+    /// opposite ones make t a large negative factor that extrapolates away from both models.
+    #[test]
+    fn model_stock_of_opposite_fine_tunes_is_the_base() {
+        let s = settings(Method::ModelStock, &[1.0, 1.0]);
+        let base = [0.5f32, -0.25, 1.0];
+        let opposite = merge(&s, &[&[1.5, 0.75, 1.0], &[-0.5, -1.25, 1.0]], Some(&base), 0);
+        assert_eq!(opposite, base.to_vec());
+        let nearly = merge(&s, &[&[1.5, 0.75, 1.0], &[-0.5, -1.25, 1.01]], Some(&base), 0);
+        assert_eq!(nearly, base.to_vec());
     }
 
     #[test]

@@ -2,27 +2,29 @@
 //! learning rates it would have had uninterrupted (docs/stages.md#pretrain).
 //!
 //! Every schedule shares nanoGPT's linear warmup; after it, a schedule either holds the peak or
-//! decays to its final learning rate, reaching it exactly on the last step.
+//! decays to its final learning rate, reaching it exactly when the run ends — at step `total`,
+//! the step a continuation would take next — so every step of the run trains at a rate above
+//! it, even when that rate is 0.
 
 use std::f64::consts::PI;
 
 use serde::{Deserialize, Serialize};
 
 /// How the learning rate moves after warmup. With `n = total − warmup` post-warmup steps and
-/// `q = (step − warmup) / (n − 1)` (clamped to `[0, 1]`; `q = 1` when `n ≤ 1`):
+/// `q = (step − warmup) / n` (clamped to `[0, 1]`; `q = 1` when `n = 0`):
 ///
 /// - `constant`: `peak`.
 /// - `cosine`: `min_lr + 0.5·(1 + cos(π·q))·(peak − min_lr)` (nanoGPT, decaying over the whole run).
 /// - `linear`: `peak + (final_lr − peak)·q`.
 /// - `wsd` (warmup–stable–decay; Hägele et al. 2024): `peak` until the decay phase, which is the
 ///   last `floor(decay·total)` steps but never starts before warmup ends; inside it, with
-///   `p = (step − start) / (total − start − 1)` (`p = 1` for a one-step decay),
+///   `p = (step − start) / (total − start)`,
 ///   `final_lr + (peak − final_lr)·g(p)` with `g` given by [`DecayShape`]. The stable phase does
 ///   not depend on `total`, so a decay can be branched off any stable checkpoint.
 ///
 /// The formulas are evaluated so that the first post-warmup (or first decay) step is exactly
-/// `peak`, the last step exactly the final learning rate, and the decay monotone despite
-/// rounding.
+/// `peak`, step `total` exactly the final learning rate, and the decay strictly above it on
+/// every step of the run and monotone despite rounding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Schedule {
@@ -112,8 +114,8 @@ impl Schedule {
 
 /// The learning rate at `step` (0-based) of a run of `total` steps that warms up linearly over
 /// `warmup` steps to `peak`: `peak·(step + 1)/(warmup + 1)` while `step < warmup` (nanoGPT), then
-/// as described on [`Schedule`]. Steps at or past `total` count as the end of the run, where a
-/// decay has reached its final learning rate.
+/// as described on [`Schedule`]. Steps at or past `total` are the end of the run, where a decay
+/// has reached its final learning rate: the rate a continuation of the run starts from.
 pub fn lr(schedule: &Schedule, peak: f64, warmup: u64, total: u64, step: u64) -> f64 {
     if step < warmup {
         return peak * (step + 1) as f64 / (warmup + 1) as f64;
@@ -139,9 +141,10 @@ pub fn lr(schedule: &Schedule, peak: f64, warmup: u64, total: u64, step: u64) ->
     }
 }
 
-/// `done / (len − 1)` clamped to 1, i.e. 0 on a phase's first step and 1 on its last.
+/// `done / len` clamped to 1: 0 on a phase's first step, `(len − 1)/len` on its last, and 1 on
+/// the step after it, so no step of the phase trains at the final rate.
 fn progress(done: u64, len: u64) -> f64 {
-    if len <= 1 { 1.0 } else { (done as f64 / (len - 1) as f64).min(1.0) }
+    if len == 0 { 1.0 } else { (done as f64 / len as f64).min(1.0) }
 }
 
 /// `end + (peak − end)·remaining`, except that `remaining = 1` gives `peak` exactly (the
@@ -213,14 +216,11 @@ mod tests {
                     continue;
                 }
                 assert!(post.windows(2).all(|w| w[1] <= w[0]), "{s:?} {warmup}/{total}: not monotone");
-                if let Some(&last) = post.last() {
-                    assert_eq!(last, end, "{s:?} {warmup}/{total}: last step");
-                    assert!(post.iter().all(|&x| (end..=PEAK).contains(&x)));
-                    assert_eq!(lr(&s, PEAK, warmup, total, total + 5), end, "{s:?}: past the end");
-                }
-                if post.len() > 1 {
-                    assert_eq!(post[0], PEAK, "{s:?} {warmup}/{total}: first post-warmup step");
-                }
+                let Some(&first) = post.first() else { continue };
+                assert_eq!(first, PEAK, "{s:?} {warmup}/{total}: first post-warmup step");
+                assert!(post.iter().all(|&x| x > end && x <= PEAK), "{s:?} {warmup}/{total}: a step at the end rate");
+                assert_eq!(lr(&s, PEAK, warmup, total, total), end, "{s:?} {warmup}/{total}: where the run ends");
+                assert_eq!(lr(&s, PEAK, warmup, total, total + 5), end, "{s:?}: past the end");
             }
         }
     }
@@ -249,7 +249,8 @@ mod tests {
         // Steps 800..1000 decay; the first of them is still at peak, as in the reference.
         assert!(c[10..=800].iter().all(|&x| x == PEAK));
         assert!(c[801] < PEAK);
-        assert_eq!(c[999], 0.0);
+        assert!(c[999] > 0.0, "the last step still trains");
+        assert_eq!(lr(&s, PEAK, 10, 1000, 1000), 0.0);
         // A decay that would start inside warmup starts right after it instead.
         let long = Schedule::Wsd { decay: 0.95, shape: DecayShape::Linear, final_lr: 0.0 };
         let c = curve(&long, 10, 100);
@@ -308,12 +309,13 @@ mod tests {
     fn sqrt_cooldown_is_halfway_at_a_quarter() {
         let final_lr = 2e-5;
         let s = Schedule::Wsd { decay: 0.25, shape: DecayShape::Sqrt, final_lr };
-        // 201 decay steps (603..804), so p = 50/200 = 0.25 at step 653.
-        let (warmup, total) = (10, 804);
-        assert_eq!(lr(&s, PEAK, warmup, total, 602), PEAK);
-        assert_eq!(lr(&s, PEAK, warmup, total, 603), PEAK);
-        assert_eq!(lr(&s, PEAK, warmup, total, 653), 0.5 * (PEAK - final_lr) + final_lr);
-        assert_eq!(lr(&s, PEAK, warmup, total, 803), final_lr);
+        // 200 decay steps (600..800), so p = 50/200 = 0.25 at step 650.
+        let (warmup, total) = (10, 800);
+        assert_eq!(lr(&s, PEAK, warmup, total, 599), PEAK);
+        assert_eq!(lr(&s, PEAK, warmup, total, 600), PEAK);
+        assert_eq!(lr(&s, PEAK, warmup, total, 650), 0.5 * (PEAK - final_lr) + final_lr);
+        assert!(lr(&s, PEAK, warmup, total, 799) > final_lr);
+        assert_eq!(lr(&s, PEAK, warmup, total, 800), final_lr);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -69,6 +69,9 @@ pub struct SourceStats {
     pub train_documents: u64,
     pub train_tokens: u64,
     pub val_documents: u64,
+    /// This source's tokens in the val split, which holds the sources one after another in
+    /// this order.
+    pub val_tokens: u64,
 }
 
 /// Writes `tokens` as a shard of `dtype`.
@@ -108,6 +111,20 @@ impl Index {
     }
 
     /// The tokens of a split, checked against the index.
+    /// Each source's name and its part of the val split's tokens.
+    pub fn val_by_source<'t>(&self, val: &'t [u32]) -> Vec<(&str, &'t [u32])> {
+        let mut start = 0usize;
+        self.sources
+            .iter()
+            .map(|s| {
+                let end = (start + s.val_tokens as usize).min(val.len());
+                let part = (s.name.as_str(), &val[start.min(end)..end]);
+                start = end;
+                part
+            })
+            .collect()
+    }
+
     pub fn tokens(&self, dir: &Path, split: &SplitInfo) -> io::Result<Vec<u32>> {
         let tokens = read(&dir.join(&split.file), self.dtype)?;
         if tokens.len() as u64 != split.tokens {

@@ -6,6 +6,7 @@
 //! learning rates, norms); wall-clock figures (tokens/s) go only to progress reports, so two
 //! runs — or an interrupted and resumed run — produce byte-identical artifacts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -50,6 +51,37 @@ pub struct Row {
     pub grad_norm: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub val_loss: Option<f64>,
+    /// `val_loss/NAME` → the validation loss on one source of the data, or on extra validation
+    /// data the stage names, where evaluated.
+    #[serde(flatten)]
+    pub val_sources: BTreeMap<String, f64>,
+}
+
+/// The prefix of a per-source validation column of `metrics.jsonl`.
+pub const VAL_PREFIX: &str = "val_loss/";
+
+/// Named token streams evaluated alongside the validation loss — the sources of the data, and
+/// extra validation data — each on `windows` fixed windows.
+#[derive(Default)]
+pub struct ValSets {
+    pub sets: Vec<(String, Vec<u32>)>,
+    pub seq_len: usize,
+    pub windows: usize,
+    pub batch: usize,
+}
+
+impl ValSets {
+    /// `val_loss/NAME` → the loss of `model` on each set that fills at least one window.
+    pub fn losses(&self, model: &Model) -> Result<BTreeMap<String, f64>, TrainError> {
+        let mut out = BTreeMap::new();
+        for (name, tokens) in self.sets.iter().filter(|(_, t)| t.len() > self.seq_len) {
+            out.insert(
+                format!("{VAL_PREFIX}{name}"),
+                evaluate(model, tokens, self.seq_len, self.windows, self.batch)?.0,
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// What the loop reports after each step.
@@ -102,12 +134,15 @@ pub trait Batches: Sync {
     fn step(&mut self, step: u64, device: &Device) -> Result<Vec<Micro>, TrainError>;
     /// The validation loss of `model` (the same positions every time).
     fn val_loss(&self, model: &Model) -> Result<f64, TrainError>;
+    /// The named validation losses, `val_loss/NAME` → loss ([`ValSets`]).
+    fn val_losses(&self, model: &Model) -> Result<BTreeMap<String, f64>, TrainError>;
 }
 
 /// Pretraining batches: random `[batch, seq_len + 1]` windows of a token stream.
 pub struct Windows<'a> {
     pub train: &'a [u32],
     pub val: &'a [u32],
+    pub named: ValSets,
     pub batch: usize,
     pub accumulate: usize,
     pub seq_len: usize,
@@ -132,7 +167,7 @@ impl<'a> Windows<'a> {
                 seq_len + 1
             )));
         }
-        Ok(Self { train, val, batch, accumulate, seq_len, eval_windows, seed })
+        Ok(Self { train, val, named: ValSets::default(), batch, accumulate, seq_len, eval_windows, seed })
     }
 }
 
@@ -157,6 +192,10 @@ impl Batches for Windows<'_> {
 
     fn val_loss(&self, model: &Model) -> Result<f64, TrainError> {
         Ok(evaluate(model, self.val, self.seq_len, self.eval_windows, self.batch)?.0)
+    }
+
+    fn val_losses(&self, model: &Model) -> Result<BTreeMap<String, f64>, TrainError> {
+        self.named.losses(model)
     }
 }
 
@@ -252,8 +291,12 @@ pub fn run(
         {
             f.sync_model(model)?;
         }
-        let val_loss = if evaluate { Some(cores.run(|| batches.val_loss(model))?) } else { None };
-        rows.push(Row { step, tokens, loss, lr: rate, grad_norm, val_loss });
+        let (val_loss, val_sources) = if evaluate {
+            cores.run(|| Ok::<_, TrainError>((Some(batches.val_loss(model)?), batches.val_losses(model)?)))?
+        } else {
+            (None, BTreeMap::new())
+        };
+        rows.push(Row { step, tokens, loss, lr: rate, grad_norm, val_loss, val_sources });
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let done = (step - first) as f64;
         tick(&Tick {

@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod executor;
 pub mod inputs;
+pub mod matrix;
 mod names;
 pub mod overrides;
 mod placement;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 pub use device::{Device, GpuShare};
 pub use error::{Location, Source, SpecError, SpecErrors};
 use executor::Executor;
-pub use names::{closest, is_stage_name};
+pub use names::{closest, is_member_name, is_stage_name};
 pub use overrides::Override;
 use yaml::{Node, Span};
 
@@ -46,8 +47,10 @@ pub struct Workflow {
     pub store: StoreSettings,
     /// `defaults:` — parameters applied to every stage whose kind accepts them.
     pub defaults: BTreeMap<String, serde_json::Value>,
-    /// Stages in declaration order.
+    /// Stages in declaration order, each matrix stage replaced by its members.
     pub stages: Vec<Stage>,
+    /// Matrix stage → the names of its members, in order.
+    pub matrices: BTreeMap<String, Vec<String>>,
     sources: Vec<Source>,
     root: Node,
     index: HashMap<String, usize>,
@@ -84,8 +87,21 @@ pub struct Stage {
     /// `outputs:` of a command stage: paths under `$FLOW_OUT` that must exist and be non-empty
     /// when it exits 0, sorted and without repeats.
     pub outputs: Vec<String>,
-    /// The span of the stage's name in its `stages:` mapping.
+    /// The span of the stage's name in its `stages:` mapping (its matrix stage's, for a member).
     pub span: Span,
+    /// Where a member of a matrix stage sits in it; `None` for a stage written as it runs.
+    pub member: Option<Member>,
+}
+
+/// A member of a matrix stage (`spec::matrix`).
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The matrix stage, as written under `stages:`.
+    pub template: String,
+    /// Its values, in the order its name lists them: those of the stages it follows, then its own.
+    pub coords: Vec<(String, serde_json::Value)>,
+    /// The keys of its own `matrix:`, which are parameters in its `with:`.
+    pub own: BTreeSet<String>,
 }
 
 /// What a role of `needs:` names: one stage, or a list (order kept: merges may weigh by order).
@@ -122,6 +138,15 @@ impl Workflow {
         self.index.get(name).copied()
     }
 
+    /// The stages a name given on the command line stands for: one stage, or every member of a
+    /// matrix stage.
+    pub fn select(&self, name: &str) -> Option<Vec<usize>> {
+        match self.matrices.get(name) {
+            Some(members) => members.iter().map(|m| self.index(m)).collect(),
+            None => self.index(name).map(|i| vec![i]),
+        }
+    }
+
     /// The span of the node at `keys` from the document root, if it exists.
     pub fn span(&self, keys: &[&str]) -> Option<Span> {
         self.root.path(keys).map(|n| n.span)
@@ -153,6 +178,17 @@ impl Workflow {
 }
 
 impl Stage {
+    /// The stage as written under `stages:`: its matrix stage, for a member.
+    pub fn written_as(&self) -> &str {
+        self.member.as_ref().map_or(&self.name, |m| &m.template)
+    }
+
+    /// Where `with.KEY` of this stage is written: `matrix.KEY` for a member's own matrix key.
+    pub fn param_path<'a>(&'a self, key: &'a str) -> [&'a str; 4] {
+        let section = if self.member.as_ref().is_some_and(|m| m.own.contains(key)) { "matrix" } else { "with" };
+        ["stages", self.written_as(), section, key]
+    }
+
     /// All files of all inputs, deduplicated and sorted.
     pub fn input_files(&self) -> Vec<PathBuf> {
         let set: BTreeSet<&PathBuf> = self.inputs.iter().flat_map(|i| &i.files).collect();
@@ -213,9 +249,13 @@ pub fn parse(path: &Path, bytes: Vec<u8>, overrides: &[Override]) -> Result<Work
     if !v.errors.is_empty() {
         return Err(errs(v.errors));
     }
-    let (name, store, defaults, stages) = checked.expect("no errors means a result");
+    let (name, store, defaults, read) = checked.expect("no errors means a result");
+    let matrix::Expanded { stages, members: matrices } = matrix::expand(&mut v, read);
+    if !v.errors.is_empty() {
+        return Err(errs(v.errors));
+    }
     let index = stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
-    Ok(Workflow { path: path.to_path_buf(), dir, name, store, defaults, stages, sources, root, index })
+    Ok(Workflow { path: path.to_path_buf(), dir, name, store, defaults, stages, matrices, sources, root, index })
 }
 
 #[cfg(test)]

@@ -9,6 +9,22 @@ pub fn is_stage_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The name of a member of a matrix stage: a stage name, `@`, then `KEY=VALUE` pairs separated
+/// by `,` (values of letters, digits, `_`, `.`, `+`, `-`), at most 256 in all.
+pub fn is_member_name(s: &str) -> bool {
+    s.len() <= 256
+        && s.split_once('@').is_some_and(|(stage, coords)| {
+            is_stage_name(stage)
+                && coords.split(',').all(|pair| {
+                    pair.split_once('=').is_some_and(|(k, v)| {
+                        is_identifier(k)
+                            && !v.is_empty()
+                            && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c))
+                    })
+                })
+        })
+}
+
 /// An identifier: roles and environment variables (each role becomes `FLOW_IN_<role>`).
 pub(super) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();

@@ -1,5 +1,7 @@
-//! `--set STAGE.with.KEY=VALUE` and `--set defaults.KEY=VALUE`: overrides applied to the
-//! document tree before validation, so that their errors point into the override's own text.
+//! `--set STAGE.with.KEY=VALUE`, `--set STAGE.matrix.KEY=[VALUES]` and `--set defaults.KEY=VALUE`:
+//! overrides applied to the document tree before validation (so before a matrix stage becomes its
+//! members, and an override of it reaches all of them), so that their errors point into the
+//! override's own text.
 
 use super::yaml::{self, Node, Span, Value};
 
@@ -13,6 +15,12 @@ pub(super) fn apply(root: &mut Node, text: &str, source: usize) -> Result<(), ya
     let err = |message: String| yaml::YamlError { message, span: whole };
     let (path, value_text) =
         text.split_once('=').ok_or_else(|| err(format!("`{text}` is not of the form STAGE.with.KEY=VALUE")))?;
+    // A member's name holds `=` and `.` (`pre@lr=0.001,seed=1`), so it never parses as a path.
+    if let Some((stage, _)) = path.split_once('@') {
+        return Err(err(format!(
+            "`--set` names a member of matrix stage `{stage}`; set `{stage}.with.KEY` for all its members, or `{stage}.matrix.KEY` to change its values"
+        )));
+    }
     let value_start = path.chars().count() + 1;
     let mut value = yaml::parse(value_text, source)
         .map_err(|e| yaml::YamlError { message: format!("bad value in `--set`: {}", e.message), span: whole })?;
@@ -20,13 +28,13 @@ pub(super) fn apply(root: &mut Node, text: &str, source: usize) -> Result<(), ya
     let keys: Vec<&str> = path.split('.').collect();
     let (map_path, key_path): (Vec<&str>, &[&str]) = match keys.as_slice() {
         ["defaults", rest @ ..] if !rest.is_empty() => (vec!["defaults"], rest),
-        [stage, "with", rest @ ..] if !rest.is_empty() => {
+        [stage, section @ ("with" | "matrix"), rest @ ..] if !rest.is_empty() => {
             if root.path(&["stages", stage]).is_none() {
                 return Err(err(format!("`--set` names unknown stage `{stage}`")));
             }
-            (vec!["stages", stage, "with"], rest)
+            (vec!["stages", stage, section], rest)
         }
-        _ => return Err(err(format!("`{path}` is not of the form STAGE.with.KEY or defaults.KEY"))),
+        _ => return Err(err(format!("`{path}` is not of the form STAGE.with.KEY, STAGE.matrix.KEY or defaults.KEY"))),
     };
     let mut node = root;
     for key in map_path.iter().chain(key_path[..key_path.len() - 1].iter()) {

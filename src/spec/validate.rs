@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::error::{Source, SpecError};
 use super::inputs::expand;
+use super::matrix::Matrix;
 use super::names::{closest, is_identifier, is_stage_name};
 use super::placement::{PLACEMENT, Placement};
 use super::yaml::{Node, Span, Value};
@@ -18,7 +19,9 @@ pub(super) struct Validator<'a> {
     pub(super) placement: Placement,
 }
 
-pub(super) type Parts = (String, StoreSettings, BTreeMap<String, serde_json::Value>, Vec<Stage>);
+/// The workflow as read: name, store, defaults, and each stage with its `matrix:`, not yet
+/// expanded.
+pub(super) type Parts = (String, StoreSettings, BTreeMap<String, serde_json::Value>, Vec<(Stage, Option<Matrix>)>);
 
 impl<'a> Validator<'a> {
     pub(super) fn new(sources: &'a [Source]) -> Self {
@@ -181,10 +184,18 @@ impl<'a> Validator<'a> {
         out
     }
 
-    fn stage(&mut self, name: &str, span: Span, node: &Node, dir: &Path, names: &BTreeSet<&str>) -> Option<Stage> {
+    fn stage(
+        &mut self,
+        name: &str,
+        span: Span,
+        node: &Node,
+        dir: &Path,
+        names: &BTreeSet<&str>,
+    ) -> Option<(Stage, Option<Matrix>)> {
         const KEYS: &[&str] = &[
             "kind",
             "description",
+            "matrix",
             "needs",
             "inputs",
             "with",
@@ -240,7 +251,9 @@ impl<'a> Validator<'a> {
                 let mut stages = Vec::new();
                 for t in list {
                     let Some(dep) = self.string(t, &format!("`needs.{role}`")) else { continue };
-                    if !names.contains(dep.as_str()) {
+                    // A member's name (`STAGE@KEY=VALUE`) is checked once the matrices are expanded.
+                    let member_of = dep.split_once('@').map(|(stage, _)| stage);
+                    if !names.contains(member_of.unwrap_or(&dep)) {
                         let help = closest(&dep, &names.iter().copied().collect::<Vec<_>>())
                             .map(|n| format!("did you mean `{n}`?"))
                             .unwrap_or_else(|| "`needs` names stages of this workflow".into());
@@ -279,7 +292,11 @@ impl<'a> Validator<'a> {
         self.command_keys(name, &kind, span, node);
         let (device, gpu_share, own_gpu_share) = self.device(node);
         let executor = self.executor(node);
-        Some(Stage {
+        let matrix = match node.get("matrix") {
+            Some(m) => Some(self.matrix(name, m, node.get("with"))?),
+            None => None,
+        };
+        let stage = Stage {
             name: name.to_owned(),
             kind,
             needs,
@@ -293,7 +310,9 @@ impl<'a> Validator<'a> {
             executor,
             outputs,
             span,
-        })
+            member: None,
+        };
+        Some((stage, matrix))
     }
 
     /// `node` as JSON (values that JSON cannot hold, such as non-finite numbers, are errors).

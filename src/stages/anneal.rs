@@ -1,7 +1,9 @@
 //! The `anneal` kind: the stage-2 "mid-training" recipe. Continues from a trained model and its
 //! optimizer state on a new data mixture, decaying the learning rate from where the input run
-//! ended (`start_lr`, default: its last LR) to `final_lr` (default 0) over its budget, with no
-//! warmup — so the LR curve has no jump at the boundary (OLMo 2).
+//! ended (`start_lr`, default: the rate its schedule ended at) to `final_lr` (default 0) over its
+//! budget, with no warmup — so the LR curve has no jump at the boundary (OLMo 2). An input whose
+//! schedule decayed to `final_lr` or below leaves nothing to anneal: that is an error naming
+//! `start_lr`, never a run at learning rate 0.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,7 +18,7 @@ pub struct Anneal;
 pub struct Params {
     #[serde(flatten)]
     pub common: Common,
-    /// Default: the last learning rate of the input run (`trainer_state.json`).
+    /// Default: the rate the input run's schedule ended at (`end_lr` in `trainer_state.json`).
     #[serde(default)]
     pub start_lr: Option<f64>,
     #[serde(default)]
@@ -32,7 +34,7 @@ impl Kind for Anneal {
     fn about(&self) -> &'static About {
         &About {
             name: "anneal",
-            version: 2,
+            version: 3,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],
@@ -43,13 +45,13 @@ impl Kind for Anneal {
     fn params(&self, with: &Map<String, Value>) -> Result<Value, ParamError> {
         let (p, canonical): (Params, Value) = typed(with)?;
         p.common.check()?;
-        if let Some(lr) = p.start_lr
-            && !(lr > 0.0 && lr.is_finite())
-        {
-            return Err(invalid("start_lr", "must be positive"));
-        }
         if !(p.final_lr >= 0.0 && p.final_lr.is_finite()) {
             return Err(invalid("final_lr", "must be non-negative"));
+        }
+        if let Some(lr) = p.start_lr
+            && !(lr > p.final_lr && lr.is_finite())
+        {
+            return Err(invalid("start_lr", format!("must be above final_lr ({})", p.final_lr)));
         }
         Ok(canonical)
     }
@@ -62,11 +64,17 @@ impl Kind for Anneal {
                 let path = task.input("model")?.join("trainer_state.json");
                 let state: TrainerState = serde_json::from_slice(&fs_err::read(&path)?)
                     .map_err(|error| InputError::TrainerState { path: path.clone(), error })?;
-                state.last_lr
+                state.end_lr
             }
         };
-        if p.final_lr > start {
-            return Err(InputError::FinalLrAbove { final_lr: p.final_lr, start }.into());
+        if start <= p.final_lr {
+            return Err(InputError::NothingToAnneal {
+                stage: task.stage.clone(),
+                input: task.input_name("model"),
+                start,
+                final_lr: p.final_lr,
+            }
+            .into());
         }
         // A whole-run decay: WSD with every step in the decay phase.
         let decay = Schedule::Wsd { decay: 1.0, shape: p.shape, final_lr: p.final_lr };

@@ -2,7 +2,8 @@
 //!
 //! Sources are the artifacts named by the `sources` role (in order) and then, as one more
 //! source, the stage's own `inputs:` files. `.jsonl` files hold one document per line (its
-//! `text_field`); `.txt` files are cut into documents by `split`. Exact duplicates are removed
+//! `text_field`, or a conversation rendered with the chat template); `.txt` files are cut into
+//! documents by `split`. Exact duplicates are removed
 //! across all sources first; each remaining document goes to val or train by a hash of the seed
 //! and its content (stable when other documents change). The train split mixes sources by
 //! `weights` with Megatron's largest-deficit rule, so each source's realised share stays within
@@ -10,7 +11,7 @@
 //! taken from the `tokenizer` role.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -18,27 +19,18 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{
-    About, InputError, Kind, LineProblem, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed,
-};
+use super::{About, InputError, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
 use crate::hash::Digest;
 use crate::ml::shards::{self, Dtype, Index, SourceStats, SplitInfo};
 use crate::ml::tokenizer::{EOT, Tokenizer};
 
-pub struct Data;
+mod parquet;
+mod read;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TextSplit {
-    /// Blank lines separate documents.
-    Paragraphs,
-    /// Every non-empty line is a document.
-    Lines,
-    /// Each file is one document.
-    Files,
-    /// Lines holding only `%` separate documents (the `fortune` format).
-    Percent,
-}
+pub use read::TextSplit;
+use read::{files_under, read_documents};
+
+pub struct Data;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +74,7 @@ impl Kind for Data {
     fn about(&self) -> &'static About {
         &About {
             name: "data",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: false,
             defaults: &["seed"],
@@ -112,8 +104,10 @@ impl Kind for Data {
     fn run(&self, task: &Task, progress: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         let mut sources: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        let names = task.needs.get("sources");
         for (i, dir) in task.inputs.get("sources").into_iter().flatten().enumerate() {
-            sources.push((format!("sources[{i}]"), files_under(dir)?));
+            let name = names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("sources[{i}]"));
+            sources.push((name, files_under(dir)?));
         }
         // An input file named `tokenizer.json` is a given tokenizer, not text.
         let (given, texts): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -196,8 +190,13 @@ impl Kind for Data {
                 train_documents: 0,
                 train_tokens: 0,
                 val_documents: s.1.len() as u64,
+                val_tokens: 0,
             })
             .collect();
+        let mut val_of_source = per_source.iter().enumerate().flat_map(|(i, s)| std::iter::repeat_n(i, s.1.len()));
+        for ids in &val_ids {
+            stats[val_of_source.next().expect("one source per val document")].val_tokens += ids.len() as u64;
+        }
         for ((s, _), ids) in order.iter().zip(&train_ids) {
             stats[*s].train_documents += 1;
             stats[*s].train_tokens += ids.len() as u64;
@@ -229,62 +228,6 @@ impl Kind for Data {
         progress(&Progress { step: 3, total: 3, ..Default::default() });
         Ok(())
     }
-}
-
-/// Every `.txt` and `.jsonl` file under `dir`, sorted.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>, StageError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs_err::read_dir(&d)? {
-            let path = e?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("txt" | "jsonl")) {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The documents of one file, trimmed, empty ones dropped.
-pub fn read_documents(path: &Path, split: TextSplit, field: &str) -> Result<Vec<String>, StageError> {
-    let text = fs_err::read_to_string(path)?;
-    let docs: Vec<String> = if path.extension().is_some_and(|e| e == "jsonl") {
-        let mut docs = Vec::new();
-        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line).map_err(|e| InputError::line(path, n, e))?;
-            let doc = v
-                .get(field)
-                .and_then(Value::as_str)
-                .ok_or_else(|| InputError::line(path, n, LineProblem::NoField(field.to_owned())))?;
-            docs.push(doc.to_owned());
-        }
-        docs
-    } else {
-        let normalised = text.replace("\r\n", "\n");
-        match split {
-            TextSplit::Files => vec![normalised],
-            TextSplit::Lines => normalised.lines().map(str::to_owned).collect(),
-            TextSplit::Paragraphs => normalised.split("\n\n").map(str::to_owned).collect(),
-            TextSplit::Percent => {
-                let mut docs = vec![String::new()];
-                for line in normalised.lines() {
-                    if line.trim_end() == "%" {
-                        docs.push(String::new());
-                    } else {
-                        let doc = docs.last_mut().expect("never empty");
-                        doc.push_str(line);
-                        doc.push('\n');
-                    }
-                }
-                docs
-            }
-        }
-    };
-    Ok(docs.into_iter().map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect())
 }
 
 /// Whether a document belongs to the val split: a hash of the seed and its content, so the
@@ -383,18 +326,5 @@ mod tests {
         let share = val.iter().filter(|v| **v).count() as f64 / 2000.0;
         assert!((share - 0.1).abs() < 0.03, "{share}");
         assert_eq!(val, docs.iter().map(|d| is_val(3, d, 0.1)).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn text_files_split_into_documents() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.txt");
-        std::fs::write(&p, "one\r\nstill one\r\n\r\ntwo\n\n\n three \n").unwrap();
-        assert_eq!(read_documents(&p, TextSplit::Paragraphs, "text").unwrap(), ["one\nstill one", "two", "three"]);
-        std::fs::write(&p, "%\na fortune\n%\nanother\nline\n%\n").unwrap();
-        assert_eq!(read_documents(&p, TextSplit::Percent, "text").unwrap(), ["a fortune", "another\nline"]);
-        let j = dir.path().join("b.jsonl");
-        std::fs::write(&j, "{\"text\": \"x\"}\n{\"body\": \"y\"}\n").unwrap();
-        assert!(read_documents(&j, TextSplit::Paragraphs, "text").unwrap_err().to_string().contains("line 2"));
     }
 }

@@ -47,8 +47,18 @@ pub enum InputError {
     NoOptimizerState,
     #[error("`{}`: {error}", .path.display())]
     TrainerState { path: PathBuf, error: serde_json::Error },
-    #[error("final_lr {final_lr} is above the starting LR {start}")]
-    FinalLrAbove { final_lr: f64, start: f64 },
+    #[error(
+        "stage `{stage}` would anneal from learning rate {start}, which is not above its final_lr {final_lr}, so it would not train: its input model ({input}) ended its run at that rate; set `start_lr` on `{stage}` (for example the input's peak rate), or lower `final_lr`"
+    )]
+    NothingToAnneal { stage: String, input: String, start: f64, final_lr: f64 },
+    #[error("stage `{0}` left no metrics (`metrics.jsonl` or `metrics.json`) to compare")]
+    NoMetrics(String),
+    #[error("not every run has metric `{metric}`; those they all have: {}", .shared.join(", "))]
+    NoMetric { metric: String, shared: Vec<String> },
+    #[error("{0}")]
+    Replay(&'static str),
+    #[error("the replay data's train split has {tokens} tokens, fewer than one window of {window}")]
+    ShortReplay { tokens: usize, window: usize },
     #[error("no training step ran")]
     NoSteps,
     #[error("a data stage needs `sources` stages or `inputs:` files")]
@@ -89,6 +99,12 @@ pub enum InputError {
     NothingToTrain { conversations: usize, untrainable: usize, seq_len: usize },
     #[error("`{}` line {line}: {problem}", .path.display())]
     Line { path: PathBuf, line: usize, problem: LineProblem },
+    #[error("`{}` row {row}: {problem}", .path.display())]
+    Row { path: PathBuf, row: usize, problem: LineProblem },
+    #[error("`{}` is not a readable Parquet file: {message}", .path.display())]
+    Parquet { path: PathBuf, message: String },
+    #[error("`{}` has no column `{column}`; its columns: {}", .path.display(), .columns.join(", "))]
+    NoColumn { path: PathBuf, column: String, columns: Vec<String> },
 }
 
 /// What is wrong with one line of a JSONL input.

@@ -55,7 +55,7 @@ impl Kind for Grow {
     fn about(&self) -> &'static About {
         &About {
             name: "grow",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],

@@ -58,7 +58,7 @@ impl Kind for Merge {
     fn about(&self) -> &'static About {
         &About {
             name: "merge",
-            version: 1,
+            version: 2,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],

@@ -9,6 +9,7 @@
 
 pub mod anneal;
 pub mod command;
+pub mod compare;
 pub mod corpus;
 pub mod data;
 mod error;

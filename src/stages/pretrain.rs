@@ -26,7 +26,7 @@ impl Kind for Pretrain {
     fn about(&self) -> &'static About {
         &About {
             name: "pretrain",
-            version: 2,
+            version: 3,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],

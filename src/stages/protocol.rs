@@ -23,6 +23,9 @@ pub struct Task {
     pub params: Value,
     /// Role → the artifact directories of the stages it names, in order.
     pub inputs: BTreeMap<String, Vec<PathBuf>>,
+    /// Role → the names of those stages, for messages about an input.
+    #[serde(default)]
+    pub needs: BTreeMap<String, Vec<String>>,
     /// The stage's input files, absolute.
     pub files: Vec<PathBuf>,
     /// The empty directory the artifact is written to.
@@ -38,6 +41,14 @@ impl Task {
         match self.inputs.get(role).map(Vec::as_slice) {
             Some([one]) => Ok(one),
             _ => Err(InputError::OneStage(role.to_owned()).into()),
+        }
+    }
+
+    /// How a message names the input of `role`: its stage, or its directory.
+    pub fn input_name(&self, role: &str) -> String {
+        match self.needs.get(role).map(Vec::as_slice) {
+            Some([one]) => format!("stage `{one}`"),
+            _ => self.input(role).map_or_else(|_| format!("role `{role}`"), |d| format!("`{}`", d.display())),
         }
     }
 

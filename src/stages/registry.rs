@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::{Kind, Roles, anneal, command, corpus, data, eval, grow, init, merge, pretrain, sft, tasks};
+use super::{Kind, Roles, anneal, command, compare, corpus, data, eval, grow, init, merge, pretrain, sft, tasks};
 use crate::spec::{SpecError, SpecErrors, Stage, Workflow};
 
 /// A stage after its kind has checked it.
@@ -58,6 +58,7 @@ impl Registry {
                 Box::new(eval::Eval),
                 Box::new(merge::Merge),
                 Box::new(grow::Grow),
+                Box::new(compare::Compare),
                 Box::new(tasks::Tasks),
                 Box::new(sft::Sft),
             ],
@@ -83,12 +84,21 @@ impl Registry {
             }
         }
         let mut out = Vec::new();
+        let mut seen = Vec::new();
         for stage in &workflow.stages {
             let mut found = Vec::new();
             if let Some(checked) = self.stage(workflow, stage, &mut found) {
                 out.push(checked);
             }
-            errors.extend(found);
+            // The members of a matrix stage share what is written: say what is wrong there once,
+            // naming the first member it was found in.
+            for e in found {
+                let said = (e.location.clone(), e.message.replace(&stage.name, stage.written_as()));
+                if !seen.contains(&said) {
+                    seen.push(said);
+                    errors.push(e);
+                }
+            }
         }
         if errors.is_empty() { Ok(out) } else { Err(SpecErrors { file: workflow.path.display().to_string(), errors }) }
     }
@@ -96,7 +106,7 @@ impl Registry {
     /// Checks one stage; `None` when it has errors (pushed to `errors`).
     fn stage(&self, workflow: &Workflow, stage: &Stage, errors: &mut Vec<SpecError>) -> Option<Checked> {
         let err = |keys: &[&str], message: String, label: &str| {
-            let mut path = vec!["stages", stage.name.as_str()];
+            let mut path = vec!["stages", stage.written_as()];
             path.extend_from_slice(keys);
             workflow.error_at(&path, message, label)
         };
@@ -106,7 +116,7 @@ impl Registry {
                 Some(near) => format!("did you mean `{near}`? Available kinds: {}", names.join(", ")),
                 None => format!("available kinds: {}", names.join(", ")),
             };
-            let message = format!("unknown kind `{}` in stage `{}`", stage.kind, stage.name);
+            let message = format!("unknown kind `{}` in stage `{}`", stage.kind, stage.written_as());
             errors.push(err(&["kind"], message, "unknown kind").with_help(help));
             return None;
         };
@@ -132,7 +142,8 @@ impl Registry {
                 }
             }
             for r in roles.iter().filter(|r| r.required && !stage.needs.contains_key(r.name)) {
-                let message = format!("stage `{}` of kind `{}` needs a `{}` role", stage.name, kind.name, r.name);
+                let message =
+                    format!("stage `{}` of kind `{}` needs a `{}` role", stage.written_as(), kind.name, r.name);
                 errors.push(err(&["needs"], message, "missing role"));
             }
         }
@@ -146,8 +157,11 @@ impl Registry {
         let params = match kind_impl.params(&with) {
             Ok(p) => p,
             Err(e) => {
-                let mut keys = vec!["with"];
-                keys.extend(e.path.iter().map(String::as_str));
+                let mut keys: Vec<&str> = match e.path.first() {
+                    Some(first) => stage.param_path(first)[2..].to_vec(),
+                    None => vec!["with"],
+                };
+                keys.extend(e.path.iter().skip(1).map(String::as_str));
                 // Name the parameter unless the message already does.
                 let key = e.path.join(".");
                 let message = if key.is_empty() || e.message.contains(&format!("`{key}`")) {
@@ -160,7 +174,8 @@ impl Registry {
             }
         };
         if stage.own_gpu_share && !kind.device {
-            let message = format!("`gpu_share` on stage `{}`, whose kind `{}` takes no GPU", stage.name, kind.name);
+            let message =
+                format!("`gpu_share` on stage `{}`, whose kind `{}` takes no GPU", stage.written_as(), kind.name);
             errors.push(err(&["gpu_share"], message, "not a GPU stage"));
             return None;
         }
@@ -216,6 +231,30 @@ mod tests {
                 "wf.yaml:6:34 stage `m`: unknown field `layerz`, expected one of `layers`, `hidden`, `heads`, `kv_heads`, `ffn`, `tie_embeddings`, `rope_theta`, `max_positions`, `norm_eps`, `seed`",
                 "wf.yaml:7:70 stage `e`, parameter `windows`: must be positive",
                 "wf.yaml:8:46 `gpu_share` on stage `c`, whose kind `command` takes no GPU",
+            ]
+        );
+    }
+
+    /// A matrix key is a parameter like any in `with:`, reported at the matrix, once for a
+    /// mistake every member shares and per member for a value only some have.
+    #[test]
+    fn matrix_keys_are_checked_as_parameters_of_the_kind() {
+        let errors = check("version: 1\nstages:\n  t: {kind: corpus, matrix: {documnts: [1, 2]}}\n").unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "wf.yaml:3:40 stage `t@documnts=1`: unknown field `documnts`, expected one of `families`, `documents`, `seed`"
+            ]
+        );
+        let errors = check(
+            "version: 1\nstages:\n  t: {kind: corpus}\n  e: {kind: eval, needs: {model: t, data: t}, matrix: {windows: [8, 0, -1]}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "wf.yaml:4:65 stage `e@windows=0`, parameter `windows`: must be positive",
+                "wf.yaml:4:65 stage `e@windows=-1`, parameter `windows`: invalid value: integer `-1`, expected usize",
             ]
         );
     }

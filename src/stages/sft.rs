@@ -14,10 +14,14 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::training::{Optim, Rate, TRAINED, check_positions, optimizer, same_tokenizer, train_loop, write_outputs};
+use super::training::{
+    Optim, Rate, TRAINED, VAL_ROLE, check_positions, optimizer, same_tokenizer, sampling_seed, train_loop, val_sets,
+    write_outputs,
+};
 use super::{About, InputError, Kind, ParamError, Progress, Role, Roles, StageError, Task, invalid, typed};
-use crate::ml::chat::{self, ChatBatches, Conversation, Encoded, LossOn};
+use crate::ml::chat::{self, ChatBatches, Conversation, Encoded, LossOn, Replay};
 use crate::ml::model::Model;
+use crate::ml::shards::Index;
 use crate::ml::tokenizer::Tokenizer;
 
 pub struct Sft;
@@ -43,6 +47,13 @@ pub struct Params {
     /// Continue from the input model's optimizer state instead of a fresh AdamW.
     #[serde(default)]
     pub resume_optimizer: bool,
+    /// The share of rows that are windows of the `replay` data stage's train split, trained on
+    /// every token.
+    #[serde(default)]
+    pub replay: f64,
+    /// Windows of each `val` stage's text evaluated every `eval_every` steps.
+    #[serde(default = "super::training::eval_windows")]
+    pub eval_windows: usize,
 }
 
 fn yes() -> bool {
@@ -55,8 +66,12 @@ fn file() -> String {
     "train.jsonl".into()
 }
 
-const ROLES: &[Role] =
-    &[Role { name: "model", list: false, required: true }, Role { name: "data", list: false, required: false }];
+const ROLES: &[Role] = &[
+    Role { name: "model", list: false, required: true },
+    Role { name: "data", list: false, required: false },
+    VAL_ROLE,
+    Role { name: "replay", list: false, required: false },
+];
 
 /// `sft_data.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,13 +92,15 @@ pub struct DataReport {
     pub rows_per_epoch: usize,
     /// Passes over the train conversations the run makes.
     pub epochs: f64,
+    /// Rows of replayed plain text over the run (`replay` of all rows).
+    pub replay_rows: usize,
 }
 
 impl Kind for Sft {
     fn about(&self) -> &'static About {
         &About {
             name: "sft",
-            version: 2,
+            version: 3,
             roles: Roles::Fixed(ROLES),
             device: true,
             defaults: &["seed"],
@@ -100,6 +117,12 @@ impl Kind for Sft {
         p.rate.check(p.steps)?;
         if !(0.0..1.0).contains(&p.val_fraction) {
             return Err(invalid("val_fraction", "must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&p.replay) {
+            return Err(invalid("replay", "must be a share of the rows in [0, 1)"));
+        }
+        if p.eval_windows == 0 {
+            return Err(invalid("eval_windows", "must be positive"));
         }
         Ok(canonical)
     }
@@ -129,17 +152,44 @@ impl Kind for Sft {
         check_positions(&model, o.seq_len)?;
         let tokenizer = Tokenizer::load(&model_dir.join("tokenizer.json"))?;
         let (train, val, mut report) = prepare(&files, &tokenizer, &p)?;
-        let mut batches = ChatBatches::new(train, val, o.batch, o.accumulate, o.seq_len, p.packing, o.seed)?;
+        let seed = sampling_seed(o.seed, model_dir)?;
+        let mut batches = ChatBatches::new(train, val, o.batch, o.accumulate, o.seq_len, p.packing, seed)?;
+        batches.named = val_sets(task, model_dir, None, o, p.eval_windows)?;
+        batches.replay = replay(task, model_dir, &p, seed)?;
+        let rows = p.steps as usize * o.batch * o.accumulate;
+        report.replay_rows = batches.replay.as_ref().map_or(0, |r| r.before(rows));
         report.rows_per_epoch = batches.rows_per_epoch();
-        report.epochs = (p.steps as usize * o.batch * o.accumulate) as f64 / report.rows_per_epoch as f64;
+        report.epochs = (rows - report.replay_rows) as f64 / report.rows_per_epoch as f64;
         let mut opt = optimizer(&model, model_dir, o, p.resume_optimizer)?;
         let lr = |step: u64| p.rate.at(step, p.steps);
         let rows = train_loop(&model, &mut opt, &o.loop_for(p.steps), &lr, &mut batches, task, progress)?;
-        write_outputs(&task.out, model_dir, &model, &opt, &rows)?;
+        write_outputs(&task.out, model_dir, &model, &opt, &rows, lr(p.steps))?;
         let mut json = serde_json::to_vec_pretty(&report).expect("reports serialise");
         json.push(b'\n');
         fs_err::write(task.out.join("sft_data.json"), json)?;
         Ok(())
+    }
+}
+
+/// The replay text: the train split of the `replay` data stage, when `replay` is above 0.
+fn replay(task: &Task, model_dir: &std::path::Path, p: &Params, seed: u64) -> Result<Option<Replay>, StageError> {
+    match (task.inputs.contains_key("replay"), p.replay > 0.0) {
+        (false, false) => Ok(None),
+        (false, true) => Err(InputError::Replay("`replay` is above 0 but no `replay` data stage is named").into()),
+        (true, false) => {
+            Err(InputError::Replay("a `replay` data stage is named but `replay` is 0; give it a share of the rows")
+                .into())
+        }
+        (true, true) => {
+            let dir = task.input("replay")?;
+            same_tokenizer(model_dir, dir)?;
+            let index = Index::load(dir)?;
+            let tokens = index.tokens(dir, &index.train)?;
+            if tokens.len() < p.optim.seq_len + 1 {
+                return Err(InputError::ShortReplay { tokens: tokens.len(), window: p.optim.seq_len + 1 }.into());
+            }
+            Ok(Some(Replay { tokens, ratio: p.replay, seed }))
+        }
     }
 }
 

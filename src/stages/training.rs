@@ -12,7 +12,7 @@ use crate::ml::model::Model;
 use crate::ml::optim::{AdamW, AdamWConfig};
 use crate::ml::schedule::{self, Schedule};
 use crate::ml::shards::Index;
-use crate::ml::train::{self, Batches, Loop, Row, Windows};
+use crate::ml::train::{self, Batches, Loop, Row, ValSets, Windows};
 
 /// The optimisation settings every training kind shares.
 // No `deny_unknown_fields` here or on the structs that flatten this one (serde does not
@@ -103,7 +103,7 @@ fn clip() -> f64 {
 fn eval_every() -> u64 {
     100
 }
-fn eval_windows() -> usize {
+pub fn eval_windows() -> usize {
     32
 }
 fn checkpoint_every() -> u64 {
@@ -146,14 +146,23 @@ impl Rate {
 pub struct TrainerState {
     pub steps: u64,
     pub tokens: u64,
-    /// The learning rate of the last step: where an anneal continues from.
+    /// The learning rate of the last step.
     pub last_lr: f64,
+    /// The rate the schedule ended at, that of the step after the last: where an anneal
+    /// continues from (0 after a decay to 0, which leaves nothing to anneal).
+    pub end_lr: f64,
     pub final_loss: f64,
     pub final_val_loss: Option<f64>,
 }
 
-pub const ROLES: &[Role] =
-    &[Role { name: "model", list: false, required: true }, Role { name: "data", list: false, required: true }];
+pub const ROLES: &[Role] = &[
+    Role { name: "model", list: false, required: true },
+    Role { name: "data", list: false, required: true },
+    VAL_ROLE,
+];
+
+/// Data stages whose val split is evaluated alongside the stage's own (`val_loss/STAGE`).
+pub const VAL_ROLE: Role = Role { name: "val", list: true, required: false };
 
 impl Optim {
     pub fn check(&self) -> Result<(), ParamError> {
@@ -241,9 +250,52 @@ pub fn train_stage(
     let val_tokens = index.tokens(data_dir, &index.val)?;
     let mut opt = optimizer(&model, model_dir, o, load_optimizer)?;
     let val = if val_tokens.len() > o.seq_len { &val_tokens } else { &train_tokens };
-    let mut batches = Windows::new(&train_tokens, val, o.batch, o.accumulate, o.seq_len, common.eval_windows, o.seed)?;
-    let rows = train_loop(&model, &mut opt, &o.loop_for(common.steps()), lr, &mut batches, task, progress)?;
-    write_outputs(&task.out, model_dir, &model, &opt, &rows)
+    let seed = sampling_seed(o.seed, model_dir)?;
+    let mut batches = Windows::new(&train_tokens, val, o.batch, o.accumulate, o.seq_len, common.eval_windows, seed)?;
+    batches.named = val_sets(task, model_dir, Some((&index, &val_tokens)), o, common.eval_windows)?;
+    let steps = common.steps();
+    let rows = train_loop(&model, &mut opt, &o.loop_for(steps), lr, &mut batches, task, progress)?;
+    write_outputs(&task.out, model_dir, &model, &opt, &rows, lr(steps))
+}
+
+/// The seed of a run's sampling stream: the stage's seed and the content of its input weights.
+/// A continuation (an anneal, a second pretrain or sft on the same data) with the default seed
+/// would otherwise draw exactly the windows, in the same order, its input run drew.
+pub fn sampling_seed(seed: u64, model_dir: &Path) -> Result<u64, StageError> {
+    let (weights, _) = crate::hash::file::hash_file(&model_dir.join("model.safetensors"))?;
+    let mut h = blake3::Hasher::new();
+    h.update(b"flow sampling stream\0");
+    h.update(&seed.to_le_bytes());
+    h.update(weights.as_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// What a run evaluates besides its validation loss: each source of its data's val split when
+/// the data mixes several, then the val split (else the train split) of every `val` stage.
+pub fn val_sets(
+    task: &Task,
+    model_dir: &Path,
+    own: Option<(&Index, &[u32])>,
+    o: &Optim,
+    windows: usize,
+) -> Result<ValSets, StageError> {
+    let mut sets = Vec::new();
+    if let Some((index, val)) = own
+        && index.sources.len() > 1
+    {
+        sets.extend(index.val_by_source(val).into_iter().map(|(name, part)| (name.to_owned(), part.to_vec())));
+    }
+    let names = task.needs.get(VAL_ROLE.name);
+    for (i, dir) in task.inputs.get(VAL_ROLE.name).into_iter().flatten().enumerate() {
+        same_tokenizer(model_dir, dir)?;
+        let index = Index::load(dir)?;
+        let val = index.tokens(dir, &index.val)?;
+        let tokens = if val.len() > o.seq_len { val } else { index.tokens(dir, &index.train)? };
+        let name = names.and_then(|n| n.get(i)).cloned().unwrap_or_else(|| format!("val[{i}]"));
+        sets.push((name, tokens));
+    }
+    Ok(ValSets { sets, seq_len: o.seq_len, windows, batch: o.batch })
 }
 
 pub fn check_positions(model: &Model, seq_len: usize) -> Result<(), StageError> {
@@ -308,7 +360,16 @@ pub const TRAINED: &[&str] = &[
     "trainer_state.json",
 ];
 
-pub fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, rows: &[Row]) -> Result<(), StageError> {
+/// Writes the trained model, its optimizer state, `metrics.jsonl` and `trainer_state.json`;
+/// `end_lr` is the schedule's rate at the step after the last.
+pub fn write_outputs(
+    out: &Path,
+    model_dir: &Path,
+    model: &Model,
+    opt: &AdamW,
+    rows: &[Row],
+    end_lr: f64,
+) -> Result<(), StageError> {
     model.save(out)?;
     opt.save(&out.join("optimizer.safetensors"))?;
     fs_err::copy(model_dir.join("tokenizer.json"), out.join("tokenizer.json"))?;
@@ -323,6 +384,7 @@ pub fn write_outputs(out: &Path, model_dir: &Path, model: &Model, opt: &AdamW, r
         steps: last.step,
         tokens: last.tokens,
         last_lr: last.lr,
+        end_lr,
         final_loss: last.loss,
         final_val_loss: rows.iter().rev().find_map(|r| r.val_loss),
     };

@@ -51,6 +51,10 @@ async fn current(
     sets: &[String],
 ) -> Result<(Prepared, Record), Failure> {
     let workflow = spec::load(file, &overrides(sets))?;
+    if let Some(members) = workflow.matrices.get(stage) {
+        let message = format!("`{stage}` is a matrix stage of `{}`; name one of its members", file.display());
+        return Err(Failure::new(exit::INVALID, message).hint(format!("its members: {}", members.join(", "))));
+    }
     if workflow.index(stage).is_none() {
         return Err(Failure::new(exit::INVALID, format!("`{stage}` is not a stage of `{}`", file.display())));
     }

@@ -257,3 +257,37 @@ fn an_interrupted_run_resumes_to_the_same_weights_and_metrics() {
     assert_eq!(rows_a, rows_b);
     assert_eq!(a, b);
 }
+
+/// Replay rows are windows of the replay text, trained on every token, and among the first `k`
+/// rows of the run there are exactly ⌊k·ratio⌋ of them — at every step, with accumulation.
+#[test]
+fn replay_rows_hold_their_share_at_every_prefix_and_train_every_token() {
+    let t = tokenizer();
+    let s: Vec<Encoded> = (0..7)
+        .map(|i| encode(&t, &conv(&format!("what is {i} + 1?"), &format!("{}", i + 1)), LossOn::Assistant).unwrap())
+        .collect();
+    // Replay text of one repeated token that no conversation holds (the document separator): a
+    // row is a replay row iff it is all that token.
+    const MARK: u32 = crate::ml::tokenizer::EOT;
+    assert!(s.iter().all(|e| !e.tokens.contains(&MARK)));
+    let ratio = 0.3;
+    let mut b = ChatBatches::new(s, vec![], 3, 2, 32, false, 9).unwrap();
+    b.replay = Some(Replay { tokens: vec![MARK; 200], ratio, seed: 9 });
+    let (mut rows, mut replayed) = (0usize, 0usize);
+    for step in 0..10 {
+        for micro in b.step(step, &Device::Cpu).unwrap() {
+            let inputs: Vec<Vec<u32>> = micro.inputs.to_vec2().unwrap();
+            let weights: Vec<f32> = micro.weights.as_ref().unwrap().to_vec1().unwrap();
+            let width = inputs[0].len();
+            for (r, row) in inputs.iter().enumerate() {
+                rows += 1;
+                if row.iter().all(|&x| x == MARK) {
+                    replayed += 1;
+                    assert!(weights[r * width..(r + 1) * width].iter().all(|&w| w > 0.0), "every token is a target");
+                }
+                assert_eq!(replayed, (rows as f64 * ratio).floor() as usize, "after {rows} rows");
+            }
+        }
+    }
+    assert_eq!((rows, replayed), (60, 18));
+}
