@@ -3,7 +3,8 @@
 //! sample run alone.
 
 use super::*;
-use crate::ml::model::Extra;
+use crate::ml::model::{Extra, Model};
+use crate::ml::train::Batches;
 
 fn tokenizer() -> Tokenizer {
     let corpus = ["what is 12 + 30? 42", "reverse the word: garden nedrag", "sort the letters: dcba abcd"];
