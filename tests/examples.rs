@@ -188,6 +188,13 @@ fn sweep_compares_the_seeds_of_each_setting_and_one_more_seed_runs_only_its_stag
     let listed = String::from_utf8_lossy(&plan.stdout);
     assert_eq!(listed.lines().filter(|l| l.contains(" pretrain@seed=")).count(), 6, "{listed}");
     assert!(!listed.contains("eval@"), "{listed}");
+    let show = p.flow(&["show", "workflows/sweep.yaml", "pretrain"]);
+    let said = String::from_utf8_lossy(&show.stderr);
+    assert_eq!(show.status.code(), Some(2), "{said}");
+    assert!(said.contains("is a matrix stage") && said.contains("pretrain@seed=3,lr=0.01"), "{said}");
+    let show = p.flow(&["show", "workflows/sweep.yaml", "pretrain@seed=3,lr=0.01"]);
+    assert_eq!(show.status.code(), Some(0), "{}", String::from_utf8_lossy(&show.stderr));
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&r.artifact("pretrain@seed=3,lr=0.01")));
 
     let more = ["--set", "model.matrix.seed=[1, 2, 3, 4]", "--set", "pretrain.matrix.seed=[1, 2, 3, 4]"];
     let r = p.apply("workflows/sweep.yaml", &more);

@@ -32,6 +32,7 @@ pub(super) struct Matrix {
 struct Axis {
     key: String,
     values: Vec<serde_json::Value>,
+    spans: Vec<Span>,
 }
 
 /// A member's place in its matrix: (key, value) in name order.
@@ -100,7 +101,7 @@ impl Validator<'_> {
                 ok = false;
             }
             match self.axis(key, v) {
-                Some(values) => axes.push(Axis { key: key.to_owned(), values }),
+                Some((values, spans)) => axes.push(Axis { key: key.to_owned(), values, spans }),
                 None => ok = false,
             }
         }
@@ -119,7 +120,7 @@ impl Validator<'_> {
     }
 
     /// The values of one key: a non-empty list of scalars, each written differently in a name.
-    fn axis(&mut self, key: &str, node: &Node) -> Option<Vec<serde_json::Value>> {
+    fn axis(&mut self, key: &str, node: &Node) -> Option<(Vec<serde_json::Value>, Vec<Span>)> {
         let Value::Seq(items) = &node.value else {
             self.error_help(
                 node.span,
@@ -135,6 +136,7 @@ impl Validator<'_> {
         }
         let mut seen: HashMap<String, Span> = HashMap::new();
         let mut values = Vec::new();
+        let mut spans = Vec::new();
         for item in items {
             let value = match &item.value {
                 Value::Str(s)
@@ -175,8 +177,9 @@ impl Validator<'_> {
                 return None;
             }
             values.push(value);
+            spans.push(item.span);
         }
-        Some(values)
+        Some((values, spans))
     }
 }
 
@@ -312,13 +315,20 @@ fn members_of(
                 .collect()
         });
         let joined = join(set.as_deref().unwrap_or(&[Vec::new()]), &own);
-        if joined.is_empty() {
-            v.error(
-                m.span,
-                format!("no value of the `matrix` of `{}` agrees with the stages it follows", stage.name),
-                "no member",
-            );
-            return None;
+        // A value no member it follows has would silently make no member at all.
+        for axis in &m.axes {
+            for (value, span) in axis.values.iter().zip(&axis.spans) {
+                if !joined.iter().any(|c| c.iter().any(|(k, x)| *k == axis.key && x == value)) {
+                    let message = format!(
+                        "`matrix.{}` of `{}` lists `{}`, which no member of the stages it follows has",
+                        axis.key,
+                        stage.name,
+                        render(value)
+                    );
+                    v.error(*span, message, "matches no member");
+                    return None;
+                }
+            }
         }
         set = Some(joined);
     }

@@ -115,6 +115,13 @@ stages:
     assert_eq!(w.matrices["pick"], ["pick@seed=2"]);
     assert_eq!(needs(&w, "pick@seed=2", "runs"), ["tune@seed=2,lr=0.5", "tune@seed=2,lr=1"]);
     assert_eq!(w.stage("pick@seed=2").unwrap().with["seed"], 2);
+    // A value the followed stage lacks would make no member: an error at the value.
+    assert_eq!(
+        errors(
+            "version: 1\nstages:\n  pre: {kind: command, run: 'true', matrix: {seed: [1, 2]}}\n  ev: {kind: command, run: 'true', needs: {model: pre}, matrix: {seed: [2, 3]}}\n"
+        ),
+        ["4:76 `matrix.seed` of `ev` lists `3`, which no member of the stages it follows has"]
+    );
 }
 
 #[test]
