@@ -160,3 +160,31 @@ fn gc_on_the_remote_refuses_two_different_remotes() {
     let out = p.command(&["gc", "wf.yaml", "--remote", "--dry-run", "--remote-url", &configured]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A member of a matrix stage is fingerprinted exactly as the stage written by hand with its
+/// values (pinned), so a sweep reuses what single runs already built and the other way round.
+#[test]
+fn a_matrix_member_has_the_fingerprint_of_the_same_stage_written_by_hand() {
+    let fingerprints = |yaml: &str| -> Vec<(String, String)> {
+        let p = Project::new();
+        p.write("wf.yaml", yaml);
+        let out = p.flow(&["plan", "wf.yaml", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        stdout(&out)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["stage"].is_string())
+            .map(|v| (v["stage"].as_str().unwrap().to_owned(), v["fingerprint"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let sweep = fingerprints(
+        "version: 1\nstages:\n  a:\n    kind: command\n    run: echo $FLOW_WITH_n > $FLOW_OUT/n\n    matrix: {n: [1, 2]}\n",
+    );
+    let single = fingerprints(
+        "version: 1\nstages:\n  one:\n    kind: command\n    run: echo $FLOW_WITH_n > $FLOW_OUT/n\n    with: {n: 2}\n",
+    );
+    let member = sweep.iter().find(|(s, _)| s == "a@n=2").expect("the member is planned");
+    assert_eq!(sweep.len(), 2);
+    assert_eq!(member.1, single[0].1);
+    assert_eq!(single[0].1, "29528343381cecdedbd4e03a4b5ac517bd962c4ee1b3d433e2f23be276f5ce4a");
+}
