@@ -88,10 +88,11 @@ impl Kind for Compare {
     fn run(&self, task: &Task, _: &mut dyn FnMut(&Progress)) -> Result<(), StageError> {
         let p: Params = task.params()?;
         let dirs = task.inputs.get("runs").map(Vec::as_slice).unwrap_or_default();
-        let names = task.needs.get("runs").cloned().unwrap_or_default();
-        if names.len() != dirs.len() {
-            return Err(InputError::OneStage("runs".into()).into());
-        }
+        // A task written without the stage names (by hand) names its runs by position.
+        let names: Vec<String> = match task.needs.get("runs") {
+            Some(names) if names.len() == dirs.len() => names.clone(),
+            _ => (0..dirs.len()).map(|i| format!("runs[{i}]")).collect(),
+        };
         let runs: Vec<Run> =
             names.iter().zip(dirs).map(|(name, dir)| Run::load(name, dir)).collect::<Result<_, _>>()?;
         let table = Table::build(&runs, &p)?;
@@ -327,6 +328,22 @@ mod tests {
         assert_eq!(group_of("pre@seed=2", "seed"), "pre");
         assert_eq!(group_of("pre@lr=0.001,seed=2", "lr"), "pre@seed=2");
         assert_eq!(group_of("baseline", "seed"), "baseline");
+    }
+
+    #[test]
+    fn a_run_without_metrics_or_a_metric_some_run_lacks_is_an_error() {
+        let empty = tempfile::tempdir().unwrap();
+        let e = Run::load("tok", empty.path()).err().unwrap().to_string();
+        assert_eq!(e, "stage `tok` left no metrics (`metrics.jsonl` or `metrics.json`) to compare");
+        let run = |name: &str, keys: &[&str]| Run {
+            name: name.into(),
+            series: keys.iter().map(|k| (k.to_string(), vec![(1, 1.0)])).collect(),
+            curves: true,
+        };
+        let runs = [run("a@seed=1", &["loss", "val_loss"]), run("a@seed=2", &["loss"])];
+        let p: Params = serde_json::from_value(serde_json::json!({"metrics": ["val_loss"]})).unwrap();
+        let e = Table::build(&runs, &p).err().unwrap().to_string();
+        assert_eq!(e, "not every run has metric `val_loss`; those they all have: loss");
     }
 
     #[test]
