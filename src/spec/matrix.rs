@@ -209,13 +209,13 @@ pub(super) fn expand(v: &mut Validator, read: Vec<(Stage, Option<Matrix>)>) -> E
     for (i, (stage, matrix)) in read.into_iter().enumerate() {
         let Some(set) = &coords[i] else {
             let mut stage = stage;
-            resolve_needs(v, &mut stage, &[], &index, &coords, &members);
+            resolve_needs(v, &mut stage, &[], &index, &coords, &members, true);
             stages.push(stage);
             continue;
         };
         let own: BTreeSet<&str> =
             matrix.as_ref().map(|m| m.axes.iter().map(|a| a.key.as_str()).collect()).unwrap_or_default();
-        for c in set {
+        for (n, c) in set.iter().enumerate() {
             let name = member_name(&stage.name, c);
             if !is_member_name(&name) || names.contains(&name) {
                 v.error(
@@ -231,25 +231,16 @@ pub(super) fn expand(v: &mut Validator, read: Vec<(Stage, Option<Matrix>)>) -> E
             }
             let mut member = Stage {
                 name,
-                kind: stage.kind.clone(),
-                needs: stage.needs.clone(),
-                inputs: stage.inputs.clone(),
                 with,
-                run: stage.run.clone(),
-                env: stage.env.clone(),
-                device: stage.device,
-                gpu_share: stage.gpu_share,
-                own_gpu_share: stage.own_gpu_share,
-                executor: stage.executor.clone(),
-                outputs: stage.outputs.clone(),
-                span: stage.span,
                 member: Some(Member {
                     template: stage.name.clone(),
                     coords: c.clone(),
                     own: own.iter().map(|k| k.to_string()).collect(),
                 }),
+                ..stage.clone()
             };
-            resolve_needs(v, &mut member, c, &index, &coords, &members);
+            // What `needs:` says wrong is said once, not once per member.
+            resolve_needs(v, &mut member, c, &index, &coords, &members, n == 0);
             stages.push(member);
         }
     }
@@ -374,6 +365,7 @@ fn resolve_needs(
     index: &HashMap<String, usize>,
     coords: &[Option<Vec<Coords>>],
     members: &BTreeMap<String, Vec<String>>,
+    report: bool,
 ) {
     let all: Vec<&str> = members.values().flatten().map(String::as_str).collect();
     for need in stage.needs.values_mut() {
@@ -386,6 +378,9 @@ fn resolve_needs(
                     resolved.extend(picked);
                 }
                 None if dep.contains('@') && !all.contains(&dep.as_str()) => {
+                    if !report {
+                        continue;
+                    }
                     let help = closest(&dep, &all)
                         .map(|n| format!("did you mean `{n}`?"))
                         .unwrap_or_else(|| "a member is named `STAGE@KEY=VALUE,...` as `flow plan` lists it".into());

@@ -64,7 +64,7 @@ pub struct StoreSettings {
     pub salt: Option<String>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stage {
     pub name: String,
     pub kind: String,

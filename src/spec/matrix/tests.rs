@@ -137,6 +137,11 @@ fn one_member_can_be_named_and_a_wrong_name_gets_a_suggestion() {
         ),
         ["4:51 stage `ev` needs unknown member `pre@seed=3`"]
     );
+    // Said once, though each of the follower's two members names it.
+    let e = errors(
+        "version: 1\nstages:\n  pre: {kind: command, run: 'true', matrix: {seed: [1, 2]}}\n  ev: {kind: command, run: 'true', needs: {model: pre, other: 'pre@seed=9'}}\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
 }
 
 #[test]
