@@ -7,7 +7,10 @@
 //! stage's `file` and/or the stage's own `inputs:`. The loss is masked cross-entropy over the
 //! tokens `loss_on` names, normalised per trainable token over each whole optimizer step.
 //! Rows are packed (block-diagonal attention, positions restarting per sample) or one sample
-//! each, right-padded. The optimizer, schedules, checkpoints and resume are pretrain's.
+//! each, right-padded. With `replay`, a fixed share of the rows are plain-text windows of the
+//! `replay` data stage (loss on every token), so fine-tuning forgets less; the `val` stages'
+//! text is evaluated alongside, to show how much it forgets. The optimizer, schedules,
+//! checkpoints and resume are pretrain's.
 
 use std::path::PathBuf;
 
