@@ -82,6 +82,9 @@ impl Kind for Compare {
         if !(p.confidence > 0.0 && p.confidence < 1.0) {
             return Err(invalid("confidence", "must be in (0, 1)"));
         }
+        if !p.metrics.is_empty() && !p.metrics.contains(&p.plot) {
+            return Err(invalid("plot", format!("`{}` is not one of the `metrics` compared", p.plot)));
+        }
         Ok(canonical)
     }
 
@@ -242,8 +245,9 @@ impl Table {
             .map(|g| {
                 let mut finals = BTreeMap::new();
                 let mut curves = BTreeMap::new();
+                let run_finals: Vec<BTreeMap<&str, f64>> = g.runs.iter().map(|r| r.finals()).collect();
                 for m in &metrics {
-                    let values: Vec<f64> = g.runs.iter().map(|r| r.finals()[m.as_str()]).collect();
+                    let values: Vec<f64> = run_finals.iter().map(|f| f[m.as_str()]).collect();
                     finals.insert(m.clone(), b.summarise(&values, &format!("{}\0{m}", g.name)));
                     if g.runs.iter().all(|r| r.curves) {
                         curves.insert(m.clone(), curve(g, m, &b));
@@ -344,6 +348,15 @@ mod tests {
         let p: Params = serde_json::from_value(serde_json::json!({"metrics": ["val_loss"]})).unwrap();
         let e = Table::build(&runs, &p).err().unwrap().to_string();
         assert_eq!(e, "not every run has metric `val_loss`; those they all have: loss");
+    }
+
+    #[test]
+    fn the_plotted_metric_must_be_compared_and_intervals_need_resamples() {
+        let check = |with: serde_json::Value| Compare.params(with.as_object().unwrap()).err().map(|e| e.path);
+        assert_eq!(check(serde_json::json!({"metrics": ["val_loss"]})), Some(vec!["plot".to_owned()]));
+        assert_eq!(check(serde_json::json!({"metrics": ["val_loss"], "plot": "val_loss"})), None);
+        assert_eq!(check(serde_json::json!({"resamples": 10})), Some(vec!["resamples".to_owned()]));
+        assert_eq!(check(serde_json::json!({"confidence": 1.0})), Some(vec!["confidence".to_owned()]));
     }
 
     #[test]

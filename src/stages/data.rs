@@ -1,9 +1,9 @@
 //! The `data` kind: text → tokenizer + train/val token shards.
 //!
-//! Sources are the artifacts named by the `sources` role (in order) and then, as one more
-//! source, the stage's own `inputs:` files. `.jsonl` files hold one document per line (its
-//! `text_field`, or a conversation rendered with the chat template); `.txt` files are cut into
-//! documents by `split`. Exact duplicates are removed
+//! Sources are the artifacts named by the `sources` role (in order, each named by its stage) and
+//! then, as one more source, the stage's own `inputs:` files, read into documents by [`read`]:
+//! `.jsonl` one per line (its `text_field`, or a conversation rendered with the chat template),
+//! `.parquet` one per row ([`parquet`]), `.txt` cut by `split`. Exact duplicates are removed
 //! across all sources first; each remaining document goes to val or train by a hash of the seed
 //! and its content (stable when other documents change). The train split mixes sources by
 //! `weights` with Megatron's largest-deficit rule, so each source's realised share stays within
