@@ -198,18 +198,18 @@ pub(super) fn expand(v: &mut Validator, read: Vec<(Stage, Option<Matrix>)>) -> E
     for i in order(&read, &index) {
         coords[i] = members_of(v, &read, &index, &coords, i);
     }
-    let names: BTreeSet<String> = read.iter().map(|(s, _)| s.name.clone()).collect();
     let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (i, (stage, _)) in read.iter().enumerate() {
         if let Some(set) = &coords[i] {
             members.insert(stage.name.clone(), set.iter().map(|c| member_name(&stage.name, c)).collect());
         }
     }
+    let all: Vec<&str> = members.values().flatten().map(String::as_str).collect();
     let mut stages = Vec::new();
     for (i, (stage, matrix)) in read.into_iter().enumerate() {
         let Some(set) = &coords[i] else {
             let mut stage = stage;
-            resolve_needs(v, &mut stage, &[], &index, &coords, &members, true);
+            resolve_needs(v, &mut stage, &[], &index, &coords, &all, true);
             stages.push(stage);
             continue;
         };
@@ -217,7 +217,8 @@ pub(super) fn expand(v: &mut Validator, read: Vec<(Stage, Option<Matrix>)>) -> E
             matrix.as_ref().map(|m| m.axes.iter().map(|a| a.key.as_str()).collect()).unwrap_or_default();
         for (n, c) in set.iter().enumerate() {
             let name = member_name(&stage.name, c);
-            if !is_member_name(&name) || names.contains(&name) {
+            // `@` keeps members apart from stage names; only the length can make a name unusable.
+            if !is_member_name(&name) {
                 v.error(
                     stage.span,
                     format!("stage `{}` makes a member named `{name}`, which is not a usable name", stage.name),
@@ -240,7 +241,7 @@ pub(super) fn expand(v: &mut Validator, read: Vec<(Stage, Option<Matrix>)>) -> E
                 ..stage.clone()
             };
             // What `needs:` says wrong is said once, not once per member.
-            resolve_needs(v, &mut member, c, &index, &coords, &members, n == 0);
+            resolve_needs(v, &mut member, c, &index, &coords, &all, n == 0);
             stages.push(member);
         }
     }
@@ -357,17 +358,17 @@ fn agree(x: &[(String, serde_json::Value)], y: &[(String, serde_json::Value)]) -
 }
 
 /// Points `stage`'s needs at members: a single role naming a matrix stage at the member that
-/// agrees with `at`, a list role at every member that does; a full member name is checked.
+/// agrees with `at`, a list role at every member that does; a full member name is checked
+/// against `all` the members.
 fn resolve_needs(
     v: &mut Validator,
     stage: &mut Stage,
     at: &[(String, serde_json::Value)],
     index: &HashMap<String, usize>,
     coords: &[Option<Vec<Coords>>],
-    members: &BTreeMap<String, Vec<String>>,
+    all: &[&str],
     report: bool,
 ) {
-    let all: Vec<&str> = members.values().flatten().map(String::as_str).collect();
     for need in stage.needs.values_mut() {
         let mut resolved = Vec::new();
         for (dep, span) in std::mem::take(&mut need.stages) {
@@ -381,7 +382,7 @@ fn resolve_needs(
                     if !report {
                         continue;
                     }
-                    let help = closest(&dep, &all)
+                    let help = closest(&dep, all)
                         .map(|n| format!("did you mean `{n}`?"))
                         .unwrap_or_else(|| "a member is named `STAGE@KEY=VALUE,...` as `flow plan` lists it".into());
                     v.error_help(
