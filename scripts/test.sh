@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of flow. This is the README's test command and what CI runs (.ci/run).
 # Services the tests need are started here and stopped when the tests end: an S3-compatible
-# server on loopback (scripts/s3-server.sh) and a one-node Slurm cluster (scripts/slurm.sh),
-# for the tests marked as needing them.
+# server on loopback (scripts/s3-server.sh), an MLflow tracking server with the Python that
+# reads TensorBoard's files (scripts/mlflow-server.sh) and a one-node Slurm cluster
+# (scripts/slurm.sh), for the tests marked as needing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target
@@ -14,6 +15,8 @@ cargo fmt --check || { echo "the tree is not rustfmt-clean: run \`cargo fmt\`" >
 cargo clippy --all-targets --quiet -- -D warnings || { echo "clippy found warnings (above)" >&2; guards=1; }
 eval "$(bash scripts/s3-server.sh)"
 trap 'kill "$FLOW_TEST_S3_PID" 2>/dev/null || true; bash scripts/slurm.sh stop >/dev/null' EXIT
+eval "$(bash scripts/mlflow-server.sh)"
+trap 'kill "$FLOW_TEST_S3_PID" "$FLOW_TEST_MLFLOW_PID" 2>/dev/null || true; bash scripts/slurm.sh stop >/dev/null' EXIT
 # Starting Slurm needs root: as root a failed start fails the run; otherwise the Slurm tests
 # are left out, and the run says so.
 slurm=1
@@ -25,8 +28,8 @@ elif [ "$(id -u)" = 0 ]; then
 else
   slurm=0
 fi
-# The S3 and Slurm tests are `#[ignore]`d so that a bare `cargo test` without the services
-# skips them visibly; here they run.
+# The S3, MLflow, TensorBoard and Slurm tests are `#[ignore]`d so that a bare `cargo test`
+# without the services skips them visibly; here they run.
 # The GPU tests (tests/gpu.rs) need a `--features cuda` build on a machine with a GPU:
 # FLOW_TEST_CUDA=1 bash scripts/test.sh --features cuda runs them there.
 left_out=()

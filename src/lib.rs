@@ -9,7 +9,8 @@
 //! docs/architecture.md has the map of every file):
 //!
 //! ```text
-//! layer 4   cli                         the command line; the only module that prints
+//! layer 5   cli                         the command line; the only module that prints
+//! layer 4   export  report              metrics to TensorBoard and MLflow; the HTML report
 //! layer 3   exec                        prepare, plan, schedule, run, commit, share
 //! layer 2   stages                      the kinds: parameters, checks, in-process runs
 //! layer 1   graph  store  ml  synth     the DAG; the tiered store; candle; synthetic text
@@ -20,6 +21,8 @@
 pub mod cli;
 /// Execution: prepare, plan and apply a workflow; the fingerprint recipe; events.
 pub mod exec;
+/// Exporters: every stage's metrics to TensorBoard event files and an MLflow server.
+pub mod export;
 /// The stage DAG on petgraph.
 pub mod graph;
 /// Digests, fingerprints, canonical JSON and file hashing.

@@ -15,6 +15,7 @@ mod fuzz;
 mod gpu;
 mod layers;
 mod malformed;
+mod observe;
 mod proxy;
 mod remote;
 mod slurm;

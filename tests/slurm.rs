@@ -251,7 +251,7 @@ fn a_requeued_training_job_resumes_from_its_checkpoint_to_the_same_artifact() {
     let after = log.split("DUE TO JOB REQUEUE").nth(1).unwrap_or_else(|| panic!("no requeue in the log:\n{log}"));
     let first: serde_json::Value = after
         .lines()
-        .filter_map(|l| l.strip_prefix("@flow-progress "))
+        .filter_map(|l| l.strip_prefix("@flow/1 "))
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|p| p.get("device").is_none())
         .expect("the second attempt reported progress");

@@ -187,6 +187,16 @@ pub(crate) struct ApplyArgs {
     /// Run a stage even while another machine holds its lease on the remote.
     #[arg(long)]
     pub no_wait: bool,
+    /// Write every stage's metrics as TensorBoard event files under DIR, one run per stage
+    /// and fingerprint, as the stages report them (`export.tensorboard` does the same;
+    /// docs/exporters.md).
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+    /// Log every stage as an MLflow run on the tracking server at URI, in the experiment named
+    /// after the workflow (`export.mlflow` does the same). A server that is down or slow is a
+    /// warning, never a failed stage.
+    #[arg(long, value_name = "URI")]
+    pub mlflow: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 pub mod exit;
+mod exports;
 mod failure;
 mod output;
 mod plot;

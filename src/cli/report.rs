@@ -132,13 +132,16 @@ impl Human {
     }
 
     /// On a TTY the bar's message shows the latest report of each running stage; elsewhere a
-    /// line is printed at every tenth of the run.
+    /// line is printed at every tenth of a run that says its total.
     fn progress(&self, stage: &str, p: &Progress) {
-        let mut text = format!("{stage} {}/{}", p.step, p.total);
-        if let Some(loss) = p.loss {
+        let mut text = match p.total {
+            0 => format!("{stage} step {}", p.step),
+            total => format!("{stage} {}/{total}", p.step),
+        };
+        if let Some(loss) = p.scalar("loss") {
             text.push_str(&format!(" loss {loss:.3}"));
         }
-        if let Some(tps) = p.tokens_per_s {
+        if let Some(tps) = p.scalar("tokens_per_s") {
             text.push_str(&format!(" {:.1}k tok/s", tps / 1000.0));
         }
         if let Some(eta) = p.eta_s {

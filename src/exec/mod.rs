@@ -12,6 +12,7 @@
 
 pub mod event;
 pub mod fingerprint;
+pub mod history;
 pub mod launcher;
 mod lease;
 mod leftovers;

@@ -47,6 +47,8 @@ impl Attempt<'_> {
         // Every process of the stage inherits it, which is how leftovers are found.
         fs_err::create_dir_all(self.resume)?;
         env.insert("FLOW_RESUME".to_owned(), self.resume.display().to_string());
+        // The version of the progress line protocol this flow reads from stdout.
+        env.insert("FLOW_PROTOCOL".to_owned(), crate::stages::progress::VERSION.to_string());
         if stage.is_command() { Ok(self.command(env)) } else { self.builtin(env) }
     }
 
@@ -78,7 +80,7 @@ impl Attempt<'_> {
         fs_err::write(&task_file, serde_json::to_vec_pretty(&task).expect("tasks serialise"))?;
         let program = std::env::current_exe()?;
         let args = vec!["run-stage".to_owned(), task_file.display().to_string()];
-        Ok(ProcessSpec { program, args, cwd: p.workflow.dir.clone(), env, protocol: true })
+        Ok(ProcessSpec { program, args, cwd: p.workflow.dir.clone(), env })
     }
 
     /// `sh -c RUN` with `FLOW_IN_*`, `FLOW_WITH_*` and the stage's `env:`.
@@ -105,12 +107,6 @@ impl Attempt<'_> {
             }
         }
         let run = stage.run.clone().unwrap_or_default();
-        ProcessSpec {
-            program: "sh".into(),
-            args: vec!["-c".into(), run],
-            cwd: self.p.workflow.dir.clone(),
-            env,
-            protocol: false,
-        }
+        ProcessSpec { program: "sh".into(), args: vec!["-c".into(), run], cwd: self.p.workflow.dir.clone(), env }
     }
 }

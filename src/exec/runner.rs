@@ -3,8 +3,9 @@
 //! exits, when the run is cancelled (SIGTERM, then SIGKILL) and when `flow apply` itself dies;
 //! its output to a log file.
 //!
-//! Built-in kinds (`flow run-stage`) report progress on stdout in the run-stage protocol
-//! ([`crate::stages::protocol`]); every line, reports included, goes to the log.
+//! Every stage — a built-in kind in `flow run-stage` or a user's command — may report progress
+//! on stdout in the line protocol ([`crate::stages::progress`]); its output, reports included,
+//! goes to the log byte for byte.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -26,11 +27,11 @@ pub struct ProcessSpec {
     pub args: Vec<String>,
     pub cwd: PathBuf,
     pub env: BTreeMap<String, String>,
-    /// Whether stdout carries `@flow-progress` lines.
-    pub protocol: bool,
 }
 
-pub type OnProgress = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
+/// Receives each protocol line of a stage's output: a report, or why a line that looked like
+/// one could not be read.
+pub type OnProgress = std::sync::Arc<dyn Fn(Result<Progress, String>) + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -62,13 +63,10 @@ pub async fn run(
 ) -> std::io::Result<Exit> {
     let log_file = fs_err::File::create(log)?.into_parts().0;
     let (control_out, control) = std::io::pipe()?;
-    let (reader, stdout) = if spec.protocol {
-        let (out, stdout) = std::io::pipe()?;
-        let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())?;
-        (Some(tokio::spawn(relay(out, log_file.try_clone()?, on_progress))), OwnedFd::from(stdout))
-    } else {
-        (None, OwnedFd::from(log_file.try_clone()?))
-    };
+    let (out, stdout) = std::io::pipe()?;
+    let out = tokio::net::unix::pipe::Receiver::from_owned_fd(out.into())?;
+    let reader = tokio::spawn(relay(out, log_file.try_clone()?, on_progress));
+    let stdout = OwnedFd::from(stdout);
     let launch =
         Launch { program: spec.program.clone(), args: spec.args.clone(), cwd: spec.cwd.clone(), env: spec.env.clone() };
     // This process's copies of the streams close on return: the stage's output ends when the
@@ -78,39 +76,69 @@ pub async fn run(
         Err(e) => return Ok(Exit::Lost(e.to_string())),
     };
     let exit = wait(supervisor, control, &mut cancel).await;
-    if let Some(reader) = reader {
-        // The stage's output ends when every holder of the pipe is gone; after a cancel the
-        // apply waits for that a little, not for a process that escaped.
-        match exit {
-            Ok(Exit::Cancelled) => {
-                let _ = tokio::time::timeout(SUPERVISOR_SLACK, reader).await;
-            }
-            _ => {
-                let _ = reader.await;
-            }
-        }
+    // The stage's output ends when every holder of the pipe is gone: at once, since its process
+    // group is ended with it. A process that escaped the group (`setsid`) may hold it for
+    // ever: the apply reads on a little, then stops listening to it.
+    let mut reader = reader;
+    if tokio::time::timeout(SUPERVISOR_SLACK, &mut reader).await.is_err() {
+        reader.abort();
     }
     exit
 }
 
-/// Copies a child's stdout to the log, turning protocol lines into progress reports too. The
-/// log keeps them: it is where per-step wall-clock figures (tokens/s) live, since an artifact
-/// must not contain anything that differs between two identical runs.
-async fn relay(out: tokio::net::unix::pipe::Receiver, log: std::fs::File, on_progress: OnProgress) {
-    use std::io::Write;
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(out).lines();
+/// Copies a child's stdout to the log as it comes, byte for byte (a progress bar's `\r`
+/// updates, text that is not UTF-8), and passes each protocol line on. The log keeps the
+/// reports: it is where per-step wall-clock figures (tokens/s) live, since an artifact must not
+/// contain anything that differs between two identical runs.
+async fn relay(mut out: tokio::net::unix::pipe::Receiver, log: std::fs::File, on_progress: OnProgress) {
+    use tokio::io::AsyncReadExt;
     let mut log = log;
-    while let Ok(Some(line)) = lines.next_line().await {
-        report(&line, &on_progress);
-        let _ = writeln!(log, "{line}");
+    let mut lines = Lines::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = out.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let _ = log.write_all(&buf[..n]);
+        lines.feed(&buf[..n], &on_progress);
     }
+    lines.feed(b"\n", &on_progress);
 }
 
-/// Passes a protocol line of a stage's output on as a progress report; other lines are not.
-pub fn report(line: &str, on_progress: &OnProgress) {
-    if let Some(p) = Progress::parse(line) {
-        on_progress(p);
+/// Splits output into lines and reads each as the protocol. A line past
+/// [`progress::MAX_LINE`](crate::stages::progress::MAX_LINE) is not a report and is not held.
+#[derive(Default)]
+pub struct Lines {
+    partial: Vec<u8>,
+    overlong: bool,
+}
+
+impl Lines {
+    pub fn feed(&mut self, mut bytes: &[u8], on_progress: &OnProgress) {
+        use crate::stages::progress::{self, Line};
+        while !bytes.is_empty() {
+            let (chunk, ended) = match bytes.iter().position(|b| *b == b'\n') {
+                Some(at) => (&bytes[..at], true),
+                None => (bytes, false),
+            };
+            bytes = &bytes[(chunk.len() + usize::from(ended)).min(bytes.len())..];
+            if !self.overlong {
+                self.partial.extend_from_slice(chunk);
+                self.overlong = self.partial.len() > progress::MAX_LINE;
+            }
+            if self.overlong {
+                self.partial.clear();
+            }
+            if ended {
+                match progress::parse(&self.partial) {
+                    Line::Other => {}
+                    Line::Report(p) => on_progress(Ok(p)),
+                    Line::Malformed(why) => on_progress(Err(why)),
+                }
+                self.partial.clear();
+                self.overlong = false;
+            }
+        }
     }
 }
 

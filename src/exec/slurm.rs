@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::runner::{Exit, OnProgress, ProcessSpec, report};
+use super::runner::{Exit, Lines, OnProgress, ProcessSpec};
 use crate::spec::executor::SlurmOptions;
 
 const FIRST_POLL: Duration = Duration::from_millis(250);
@@ -195,7 +195,7 @@ pub async fn run(
         return Err(e);
     }
     on_job(JobEvent::Submitted(id.clone()));
-    let mut reader = LogReader { offset: 0, partial: Vec::new() };
+    let mut reader = LogReader { offset: 0, lines: Lines::default() };
     let mut poll = FIRST_POLL;
     let started = std::time::Instant::now();
     let mut restarts = 0;
@@ -318,7 +318,7 @@ async fn state(job: &str) -> Option<JobState> {
 /// into progress reports.
 struct LogReader {
     offset: u64,
-    partial: Vec<u8>,
+    lines: Lines,
 }
 
 impl LogReader {
@@ -329,12 +329,7 @@ impl LogReader {
             return;
         }
         self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else { return };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        for line in String::from_utf8_lossy(&complete).lines() {
-            report(line, on_progress);
-        }
+        self.lines.feed(&buf, on_progress);
     }
 }
 
@@ -405,7 +400,6 @@ mod tests {
                 ("FLOW_OUT".to_owned(), out.display().to_string()),
                 ("FLOW_WITH_x".to_owned(), tricky.to_owned()),
             ]),
-            protocol: false,
         };
         let opts = SlurmOptions { setup: Some("printf 'setup|'".into()), ..Default::default() };
         let path = dir.path().join("job.sh");

@@ -50,12 +50,32 @@ pub(super) struct StageRun {
     pub(super) exited: tokio::sync::mpsc::UnboundedSender<usize>,
 }
 
-/// What the process of an attempt reported beside its exit: the device it used and its last
-/// progress report.
+/// What the process of an attempt reported beside its exit: the device it used, where it got
+/// to, and the latest value of each scalar it reported.
 #[derive(Default)]
 struct Reported {
     device: Option<String>,
-    last: Option<Progress>,
+    step: Option<(u64, u64)>,
+    scalars: BTreeMap<String, f64>,
+    /// A line that could not be read was reported (once per attempt).
+    malformed: bool,
+}
+
+impl Reported {
+    /// The record's metrics: the step and total reached and each scalar's latest finite value.
+    fn metrics(self) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        if let Some((step, total)) = self.step {
+            out.insert("step".into(), step.into());
+            out.insert("total".into(), total.into());
+        }
+        for (name, v) in self.scalars {
+            if let Some(n) = serde_json::Number::from_f64(v) {
+                out.insert(name, n.into());
+            }
+        }
+        out
+    }
 }
 
 impl StageRun {
@@ -335,14 +355,26 @@ impl StageRun {
         let on_progress: runner::OnProgress = {
             let (sink, stage, reported) = (Arc::clone(&self.sink), self.name().to_owned(), Arc::clone(&reported));
             // The device report only feeds the record; progress events carry steps.
-            Arc::new(move |progress: Progress| {
+            Arc::new(move |line: Result<Progress, String>| {
                 let mut r = reported.lock().expect("progress lock");
-                match progress.device {
-                    Some(device) => r.device = Some(device),
-                    None => {
-                        sink(&Event::StageProgress { stage: stage.clone(), progress: progress.clone() });
-                        r.last = Some(progress);
+                match line {
+                    Ok(Progress { device: Some(device), .. }) => r.device = Some(device),
+                    Ok(progress) => {
+                        r.step = Some((progress.step, progress.total));
+                        r.scalars.extend(progress.scalars.iter().map(|(k, v)| (k.clone(), *v)));
+                        drop(r);
+                        sink(&Event::StageProgress { stage: stage.clone(), progress });
                     }
+                    Err(why) if !r.malformed => {
+                        r.malformed = true;
+                        drop(r);
+                        let message = format!(
+                            "a progress line of its output was not read ({why}); see docs/protocol.md \
+                             (further unreadable lines are not reported)"
+                        );
+                        sink(&Event::Notice { stage: stage.clone(), message });
+                    }
+                    Err(_) => {}
                 }
             })
         };
@@ -384,8 +416,8 @@ impl StageRun {
             stage: stage.name.clone(),
             workflow: self.p.workflow.name.clone(),
             seconds: started.elapsed().as_secs_f64(),
-            device: reported.device.unwrap_or_else(|| stage.device.to_string()),
-            metrics: summary(reported.last.as_ref()),
+            device: reported.device.clone().unwrap_or_else(|| stage.device.to_string()),
+            metrics: reported.metrics(),
         };
         let store = self.tiers.local();
         let record = match store.commit(&self.fingerprint, out, prov, self.force).await {
@@ -406,14 +438,6 @@ impl StageRun {
         let mut outcome = self.outcome(Status::Ran, Some(record.artifact), started.elapsed().as_secs_f64());
         outcome.pushed = pushed;
         Ok(outcome)
-    }
-}
-
-/// The record's metrics summary: the last progress report of the run.
-fn summary(last: Option<&Progress>) -> serde_json::Map<String, serde_json::Value> {
-    match last.map(serde_json::to_value) {
-        Some(Ok(serde_json::Value::Object(m))) => m,
-        _ => serde_json::Map::new(),
     }
 }
 

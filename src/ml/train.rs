@@ -59,12 +59,29 @@ pub struct Row {
     pub val_sources: BTreeMap<String, f64>,
 }
 
-/// What the loop reports after each step.
+impl Row {
+    /// The row's values by name, as a progress report and the exporters name them.
+    pub fn scalars(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::from([
+            ("loss".to_owned(), self.loss),
+            ("lr".to_owned(), self.lr),
+            ("grad_norm".to_owned(), self.grad_norm),
+            ("tokens".to_owned(), self.tokens as f64),
+        ]);
+        if let Some(v) = self.val_loss {
+            out.insert("val_loss".to_owned(), v);
+        }
+        out.extend(self.val_sources.iter().map(|(k, v)| (k.clone(), *v)));
+        out
+    }
+}
+
+/// What the loop reports after each step: the step's row of `metrics.jsonl`, and figures of
+/// the wall clock that the artifact must not hold.
 #[derive(Clone, Debug)]
-pub struct Tick {
-    pub step: u64,
+pub struct Tick<'a> {
+    pub row: &'a Row,
     pub total: u64,
-    pub loss: f64,
     pub tokens_per_s: f64,
     pub eta_s: f64,
 }
@@ -167,9 +184,8 @@ pub fn run(
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);
         let done = (step - first) as f64;
         tick(&Tick {
-            step,
+            row: rows.last().expect("just pushed"),
             total: cfg.steps,
-            loss,
             tokens_per_s: (tokens - first_tokens) as f64 / elapsed,
             eta_s: elapsed / done * (cfg.steps - step) as f64,
         });

@@ -45,6 +45,7 @@ pub struct Workflow {
     pub dir: PathBuf,
     pub name: String,
     pub store: StoreSettings,
+    pub export: ExportSettings,
     /// `defaults:` — parameters applied to every stage whose kind accepts them.
     pub defaults: BTreeMap<String, serde_json::Value>,
     /// Stages in declaration order, each matrix stage replaced by its members.
@@ -62,6 +63,16 @@ pub struct StoreSettings {
     pub remote: Option<String>,
     pub push: bool,
     pub salt: Option<String>,
+}
+
+/// `export:` — where `flow apply` sends every stage's metrics (docs/exporters.md). Never part
+/// of a fingerprint.
+#[derive(Debug, Default, Clone)]
+pub struct ExportSettings {
+    /// A directory of TensorBoard event files, relative to the workflow's directory.
+    pub tensorboard: Option<PathBuf>,
+    /// An MLflow tracking server, `http://` or `https://`.
+    pub mlflow: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -249,13 +260,25 @@ pub fn parse(path: &Path, bytes: Vec<u8>, overrides: &[Override]) -> Result<Work
     if !v.errors.is_empty() {
         return Err(errs(v.errors));
     }
-    let (name, store, defaults, read) = checked.expect("no errors means a result");
+    let (name, store, export, defaults, read) = checked.expect("no errors means a result");
     let matrix::Expanded { stages, members: matrices } = matrix::expand(&mut v, read);
     if !v.errors.is_empty() {
         return Err(errs(v.errors));
     }
     let index = stages.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
-    Ok(Workflow { path: path.to_path_buf(), dir, name, store, defaults, stages, matrices, sources, root, index })
+    Ok(Workflow {
+        path: path.to_path_buf(),
+        dir,
+        name,
+        store,
+        export,
+        defaults,
+        stages,
+        matrices,
+        sources,
+        root,
+        index,
+    })
 }
 
 #[cfg(test)]

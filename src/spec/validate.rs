@@ -11,7 +11,7 @@ use super::matrix::Matrix;
 use super::names::{closest, is_identifier, is_stage_name};
 use super::placement::{PLACEMENT, Placement};
 use super::yaml::{Node, Span, Value};
-use super::{EnvVar, Input, Need, Stage, StoreSettings, VERSION};
+use super::{EnvVar, ExportSettings, Input, Need, Stage, StoreSettings, VERSION};
 
 pub(super) struct Validator<'a> {
     pub(super) sources: &'a [Source],
@@ -21,7 +21,8 @@ pub(super) struct Validator<'a> {
 
 /// The workflow as read: name, store, defaults, and each stage with its `matrix:`, not yet
 /// expanded.
-pub(super) type Parts = (String, StoreSettings, BTreeMap<String, serde_json::Value>, Vec<(Stage, Option<Matrix>)>);
+pub(super) type Parts =
+    (String, StoreSettings, ExportSettings, BTreeMap<String, serde_json::Value>, Vec<(Stage, Option<Matrix>)>);
 
 impl<'a> Validator<'a> {
     pub(super) fn new(sources: &'a [Source]) -> Self {
@@ -80,7 +81,7 @@ impl<'a> Validator<'a> {
     }
 
     pub(super) fn workflow(&mut self, root: &Node, dir: &Path, path: &Path) -> Option<Parts> {
-        const TOP: &[&str] = &["version", "name", "description", "store", "defaults", "stages"];
+        const TOP: &[&str] = &["version", "name", "description", "store", "export", "defaults", "stages"];
         let entries = self.mapping(root, "the workflow", Some(TOP))?;
         match root.get("version") {
             None => self.error_help(
@@ -104,6 +105,7 @@ impl<'a> Validator<'a> {
             self.string(d, "`description`");
         }
         let store = root.get("store").map(|s| self.store(s)).unwrap_or_default();
+        let export = root.get("export").map(|s| self.export(s)).unwrap_or_default();
         let mut defaults = BTreeMap::new();
         if let Some(node) = root.get("defaults")
             && let Some(entries) = self.mapping(node, "`defaults`", None)
@@ -144,7 +146,31 @@ impl<'a> Validator<'a> {
             }
         }
         let _ = entries;
-        Some((name, store, defaults, stages))
+        Some((name, store, export, defaults, stages))
+    }
+
+    fn export(&mut self, node: &Node) -> ExportSettings {
+        let mut out = ExportSettings::default();
+        let Some(_) = self.mapping(node, "`export`", Some(&["tensorboard", "mlflow"])) else {
+            return out;
+        };
+        if let Some(n) = node.get("tensorboard") {
+            out.tensorboard = self.string(n, "`export.tensorboard`").map(PathBuf::from);
+        }
+        if let Some(n) = node.get("mlflow")
+            && let Some(url) = self.string(n, "`export.mlflow`")
+        {
+            if url.starts_with("http://") || url.starts_with("https://") {
+                out.mlflow = Some(url);
+            } else {
+                self.error(
+                    n.span,
+                    "`export.mlflow` must be a tracking server's `http://` or `https://` URL",
+                    "not an HTTP URL",
+                );
+            }
+        }
+        out
     }
 
     fn store(&mut self, node: &Node) -> StoreSettings {

@@ -163,7 +163,7 @@ impl Kind for Eval {
         progress(&Progress {
             step: 1,
             total: 1,
-            loss: metrics.language.as_ref().map(|l| l.val_loss),
+            scalars: metrics.language.iter().map(|l| ("val_loss".to_owned(), l.val_loss)).collect(),
             ..Default::default()
         });
         let mut json = serde_json::to_vec_pretty(&metrics).expect("metrics serialise");

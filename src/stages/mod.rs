@@ -3,8 +3,8 @@
 //!
 //! The [`Registry`] checks a workflow against the kinds ([`registry`]); a kind's
 //! [`Kind::params`] turns the stage's `with:` into its canonical parameters ([`params`]); a
-//! built-in kind runs in `flow run-stage` from a [`Task`] and reports [`Progress`]
-//! ([`protocol`]). The training kinds share [`training`]. Kinds never touch the store or the
+//! built-in kind runs in `flow run-stage` from a [`Task`] ([`protocol`]) and reports
+//! [`Progress`] in the line protocol every stage speaks ([`progress`]). The training kinds share [`training`]. Kinds never touch the store or the
 //! scheduler.
 
 pub mod anneal;
@@ -19,6 +19,7 @@ pub mod init;
 pub mod merge;
 pub mod params;
 pub mod pretrain;
+pub mod progress;
 pub mod protocol;
 pub mod registry;
 pub mod sft;
@@ -27,7 +28,8 @@ pub mod training;
 
 pub use error::{InputError, LineProblem, StageError};
 pub use params::{ParamError, default_seed, invalid, typed};
-pub use protocol::{Progress, Task};
+pub use progress::Progress;
+pub use protocol::Task;
 pub use registry::{Checked, Registry};
 use serde_json::{Map, Value};
 

@@ -329,14 +329,9 @@ pub fn train_loop(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Vec<Row>, StageError> {
     Ok(train::run(model, opt, cfg, lr, batches, &task.resume, &mut |t| {
-        progress(&Progress {
-            step: t.step,
-            total: t.total,
-            loss: Some(t.loss),
-            tokens_per_s: Some(t.tokens_per_s),
-            eta_s: Some(t.eta_s),
-            device: None,
-        })
+        let mut scalars = t.row.scalars();
+        scalars.insert("tokens_per_s".to_owned(), t.tokens_per_s);
+        progress(&Progress { step: t.row.step, total: t.total, eta_s: Some(t.eta_s), device: None, scalars })
     })?)
 }
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use super::prepare;
 use crate::cli::args::ApplyArgs;
-use crate::cli::exit;
 use crate::cli::failure::Failure;
 use crate::cli::report;
 use crate::cli::root::{NO_REMOTE_HINT, tiers};
+use crate::cli::{exit, exports};
 use crate::exec::{self, Options, Selection};
 
 pub(crate) async fn apply(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failure> {
@@ -27,8 +27,12 @@ pub(crate) async fn apply(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8,
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = Options { jobs, keep_going: args.keep_going, push, no_wait: args.no_wait };
-    let sink = report::sink(sel.json, !args.no_progress);
-    let summary = exec::apply(Arc::new(prepared), Arc::new(tiers), opts, sink, interrupted()).await?;
+    let prepared = Arc::new(prepared);
+    let exports = exports::start(&prepared, args.tensorboard, args.mlflow)?;
+    let sink = exports::tee(report::sink(sel.json, !args.no_progress), &exports);
+    let summary = exec::apply(prepared, Arc::new(tiers), opts, sink, interrupted()).await;
+    exports::finish(exports);
+    let summary = summary?;
     Ok(if summary.interrupted {
         exit::INTERRUPTED
     } else if summary.store_error {

@@ -21,7 +21,9 @@ pub(crate) async fn show(
     let log = store.log_path(&record.fingerprint);
     let path = store.materialize(&record.artifact).await?;
     if let Some(to) = plot_to {
-        plot::training_curves(&path.join("metrics.jsonl"), to).map_err(|e| Failure::new(exit::INVALID, e))?;
+        let history = crate::exec::history::History::of(store, &record)
+            .map_err(|e| Failure::new(exit::INVALID, format!("cannot read the metrics of `{stage}`: {e}")))?;
+        plot::training_curves(&history, to).map_err(|e| Failure::new(exit::INVALID, e))?;
         output::stderr(&format!("wrote {}\n", to.display()));
     }
     if json {
