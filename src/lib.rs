@@ -29,6 +29,8 @@ pub mod graph;
 pub mod hash;
 /// The ML core on candle: model, optimizer, schedules, tokenizer, shards, training loop.
 pub mod ml;
+/// `flow report`: a workflow's state as one self-contained HTML page.
+pub mod report;
 /// The workflow language: YAML with spans → validated `Workflow`.
 pub mod spec;
 /// Stage kinds and the registry that checks a workflow against them.

@@ -1,6 +1,6 @@
 //! The layers point one way: `spec` and `hash` at the bottom; `graph`, `store`, `ml` and
-//! `synth` above them; then `stages`, `exec`, `export` (consumers of what `exec` reports), and
-//! `cli` on top, the only one that prints. A
+//! `synth` above them; then `stages`, `exec`, `export` and `report` (consumers of what `exec`
+//! reports and stores), and `cli` on top, the only one that prints. A
 //! module may name (`crate::…`) only modules of the layers below its own.
 
 use std::path::Path;
@@ -16,7 +16,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("stages", &["spec", "hash", "graph", "store", "ml", "synth"]),
     ("exec", &["spec", "hash", "graph", "store", "ml", "synth", "stages"]),
     ("export", &["spec", "hash", "graph", "store", "ml", "synth", "stages", "exec"]),
-    ("cli", &["spec", "hash", "graph", "store", "ml", "synth", "stages", "exec", "export"]),
+    ("report", &["spec", "hash", "graph", "store", "ml", "synth", "stages", "exec"]),
+    ("cli", &["spec", "hash", "graph", "store", "ml", "synth", "stages", "exec", "export", "report"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

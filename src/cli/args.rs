@@ -31,6 +31,10 @@ pub(crate) enum Command {
     Apply(ApplyArgs),
     /// Show, per stage, whether it is cached or will run, and why.
     Plan(PlanArgs),
+    /// Write one self-contained HTML page of the workflow's state: the DAG coloured by state,
+    /// and per stage its parameters, fingerprint, artifact, why it ran or will run, files, log
+    /// tail, curves and eval tables (docs/report.md).
+    Report(ReportArgs),
     /// Draw the stage DAG.
     Graph {
         /// The workflow file.
@@ -197,6 +201,27 @@ pub(crate) struct ApplyArgs {
     /// warning, never a failed stage.
     #[arg(long, value_name = "URI")]
     pub mlflow: Option<String>,
+    /// At the end, write the HTML report of the workflow (`flow report`) to FILE, with what
+    /// this apply did: which stages ran, were cached or downloaded, failed or were skipped.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReportArgs {
+    /// The workflow file.
+    pub file: PathBuf,
+    /// Where to write the page.
+    #[arg(short, long, value_name = "FILE.html", default_value = "report.html")]
+    pub output: PathBuf,
+    /// Only these stages and what they need (repeatable).
+    #[arg(long = "target", value_name = "STAGE")]
+    pub targets: Vec<String>,
+    /// The same overrides as the apply being reported (`STAGE.with.KEY=VALUE`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -70,6 +70,7 @@ async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
     match command {
         Command::Apply(args) => commands::apply::apply(cache, args).await,
         Command::Plan(args) => commands::plan::plan(cache, args).await,
+        Command::Report(args) => commands::report::report(cache, args).await,
         Command::Graph { file, format } => commands::graph::graph(&file, format),
         Command::Show { file, stage, json, plot, sets } => {
             commands::show::show(cache, &file, &stage, &sets, json, plot.as_deref()).await

@@ -1,9 +1,11 @@
 //! `flow apply`: prepare the workflow, open its tiers, run the scheduler until every selected
-//! stage has an outcome or Ctrl-C, SIGTERM or SIGHUP stops it, and map the summary to an exit
-//! code.
+//! stage has an outcome or Ctrl-C, SIGTERM or SIGHUP stops it — its events to the reporter,
+//! the exporters and, with `--report`, the page written at the end — and map the summary to an
+//! exit code.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::prepare;
 use crate::cli::args::ApplyArgs;
@@ -11,7 +13,8 @@ use crate::cli::failure::Failure;
 use crate::cli::report;
 use crate::cli::root::{NO_REMOTE_HINT, tiers};
 use crate::cli::{exit, exports};
-use crate::exec::{self, Options, Selection};
+use crate::exec::{self, Event, Options, Selection};
+use crate::report::Applied;
 
 pub(crate) async fn apply(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8, Failure> {
     let sel = &args.selection;
@@ -28,11 +31,31 @@ pub(crate) async fn apply(cache: Option<PathBuf>, args: ApplyArgs) -> Result<u8,
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let opts = Options { jobs, keep_going: args.keep_going, push, no_wait: args.no_wait };
     let prepared = Arc::new(prepared);
+    let tiers = Arc::new(tiers);
+    // For the page: why each stage will run, before running changes the answer.
+    let before = match &args.report {
+        Some(_) => exec::plan::plan(&prepared, &tiers).await?,
+        None => Vec::new(),
+    };
     let exports = exports::start(&prepared, args.tensorboard, args.mlflow)?;
-    let sink = exports::tee(report::sink(sel.json, !args.no_progress), &exports);
-    let summary = exec::apply(prepared, Arc::new(tiers), opts, sink, interrupted()).await;
+    let mut sink = exports::tee(report::sink(sel.json, !args.no_progress), &exports);
+    let outcomes = Arc::new(Mutex::new(HashMap::new()));
+    if args.report.is_some() {
+        let (inner, seen) = (sink, Arc::clone(&outcomes));
+        sink = Arc::new(move |e: &Event| {
+            if let Event::Stage(o) = e {
+                seen.lock().expect("outcomes lock").insert(o.stage.clone(), o.clone());
+            }
+            inner(e);
+        });
+    }
+    let summary = exec::apply(Arc::clone(&prepared), Arc::clone(&tiers), opts, sink, interrupted()).await;
     exports::finish(exports);
     let summary = summary?;
+    if let Some(to) = &args.report {
+        let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes lock"));
+        super::report::write(&prepared, &tiers, Some(&Applied { before, outcomes }), to).await?;
+    }
     Ok(if summary.interrupted {
         exit::INTERRUPTED
     } else if summary.store_error {

@@ -9,6 +9,7 @@ pub(super) mod graph;
 pub(super) mod hash;
 pub(super) mod launch;
 pub(super) mod plan;
+pub(super) mod report;
 pub(super) mod run_stage;
 pub(super) mod share;
 pub(super) mod show;
