@@ -32,9 +32,25 @@ fi
 # without the services skips them visibly; here they run.
 # The GPU tests (tests/gpu.rs) need a `--features cuda` build on a machine with a GPU:
 # FLOW_TEST_CUDA=1 bash scripts/test.sh --features cuda runs them there.
+# The report's test renders it in headless Chromium (Debian's package), installed here when
+# missing and this is root; elsewhere that test is left out, and the run says so.
+chromium=1
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } || chromium=0
+  else
+    chromium=0
+  fi
+fi
+# The PyTorch example's test (tests/examples.rs) runs where a Python with PyTorch is found: this
+# one, if it has it, or bench/train.sh's venv; elsewhere it says it was skipped.
+if [ -z "${FLOW_TEST_TORCH_PYTHON:-}" ] && ! python3 -c 'import torch' 2>/dev/null && [ -x bench/.venv-torch/bin/python ]; then
+  export FLOW_TEST_TORCH_PYTHON=$PWD/bench/.venv-torch/bin/python
+fi
 left_out=()
 [ "${FLOW_TEST_CUDA:-0}" = 1 ] || left_out+=(gpu)
 [ "$slurm" = 1 ] || left_out+=(slurm)
+[ "$chromium" = 1 ] || left_out+=(report)
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   expr="all()"
@@ -44,6 +60,12 @@ else
   skip=()
   for m in "${left_out[@]}"; do skip+=(--skip "$m::"); done
   cargo test --no-fail-fast "$@" -- --include-ignored "${skip[@]}" || status=$?
+fi
+if [ "$chromium" = 0 ]; then
+  echo "skipped: no Chromium — scripts/test.sh could not install it (it needs root and apt); the tests in tests/report.rs did not run"
+fi
+if [ -z "${FLOW_TEST_TORCH_PYTHON:-}" ] && ! python3 -c 'import torch' 2>/dev/null; then
+  echo "skipped: no PyTorch — the PyTorch example's test (tests/examples.rs) did not run (set FLOW_TEST_TORCH_PYTHON to a Python that has it)"
 fi
 if [ "$slurm" = 0 ]; then
   echo "skipped: no Slurm cluster — scripts/slurm.sh could not start one (it needs root); the tests in tests/slurm.rs did not run"

@@ -213,3 +213,72 @@ fn sweep_compares_the_seeds_of_each_setting_and_one_more_seed_runs_only_its_stag
     );
     assert_eq!(r.with_status("cached").len(), 17);
 }
+
+/// A Python with PyTorch: `FLOW_TEST_TORCH_PYTHON` (scripts/test.sh sets it where one is
+/// found), else `python3` if it imports torch.
+fn torch_python() -> Option<std::path::PathBuf> {
+    let imports = |py: &std::path::Path| {
+        std::process::Command::new(py).args(["-c", "import torch"]).output().is_ok_and(|o| o.status.success())
+    };
+    std::env::var_os("FLOW_TEST_TORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(std::iter::once("python3".into()))
+        .find(|py| imports(py))
+}
+
+/// `workflows/torch.yaml`: a real PyTorch training script as a command stage, reporting
+/// through the Python helper, gets a progress bar's events, metrics in its record, a plot and
+/// its curves — and it learns. Skipped, saying so, where PyTorch is not installed.
+#[test]
+fn the_pytorch_example_trains_and_reports_like_a_built_in_kind() {
+    let Some(python) = torch_python() else {
+        eprintln!("skipped: PyTorch is not installed (set FLOW_TEST_TORCH_PYTHON to a Python that has it)");
+        return;
+    };
+    let p = Project::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&root.join("workflows"), &p.path().join("workflows"));
+    copy_dir(&root.join("python"), &p.path().join("python"));
+    // The stage runs `python3`: the one with PyTorch comes first on PATH.
+    let path = match python.parent().filter(|b| !b.as_os_str().is_empty()) {
+        Some(b) => format!("{}:{}", b.display(), std::env::var("PATH").unwrap()),
+        None => std::env::var("PATH").unwrap(),
+    };
+    let out = p
+        .command(&["apply", "workflows/torch.yaml", "--json", "--set", "train.with.steps=100"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let r = crate::util::parse_applied(out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let losses: Vec<f64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "stage_progress" && e["stage"] == "train")
+        .map(|e| e["progress"]["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 100, "a report per step");
+    let first: f64 = losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = losses[90..].iter().sum::<f64>() / 10.0;
+    assert!(last < first * 0.75, "it learns: loss {first:.3} → {last:.3}");
+    let show = p.flow(&[
+        "show",
+        "workflows/torch.yaml",
+        "train",
+        "--json",
+        "--plot",
+        "train.svg",
+        "--set",
+        "train.with.steps=100",
+    ]);
+    assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let metrics = &shown["record"]["metrics"];
+    assert_eq!((metrics["step"].as_u64(), metrics["total"].as_u64()), (Some(100), Some(100)));
+    assert!(metrics["val_loss"].as_f64().is_some() && metrics["tokens_per_s"].as_f64().unwrap() > 0.0, "{metrics}");
+    assert!(p.read("train.svg").contains("val_loss"));
+    let files: Vec<&str> = shown["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(files, ["history.jsonl", "model.pt", "vocab.json"]);
+}

@@ -18,6 +18,7 @@ mod malformed;
 mod observe;
 mod proxy;
 mod remote;
+mod report;
 mod slurm;
 mod snapshots;
 mod store;

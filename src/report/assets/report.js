@@ -162,7 +162,10 @@
     box.append(svg("line", { class: "axis", x1: l, x2: l, y1: t, y2: h - b }), svg("line", { class: "axis", x1: l, x2: w - r, y1: h - b, y2: h - b }));
     series.forEach(([name, p], i) => {
       const good = p.filter((q) => q[1] !== null && isFinite(q[1]));
-      box.append(svg("polyline", { points: good.map((q) => `${X(q[0]).toFixed(1)},${Y(q[1]).toFixed(1)}`).join(" "), stroke: COLORS[i % COLORS.length], "data-series": name }));
+      const color = COLORS[i % COLORS.length];
+      box.append(svg("polyline", { points: good.map((q) => `${X(q[0]).toFixed(1)},${Y(q[1]).toFixed(1)}`).join(" "), stroke: color, "data-series": name }));
+      // Sparse series (validation every few hundred steps, a single final value) show their points.
+      if (good.length <= 60) for (const q of good) box.append(svg("circle", { cx: X(q[0]).toFixed(1), cy: Y(q[1]).toFixed(1), r: 2.5, fill: color }));
     });
     return box;
   }
