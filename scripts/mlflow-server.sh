@@ -23,17 +23,6 @@ rm -rf "$data" && mkdir -p "$data"
   >target/mlflow.log 2>&1 &
 pid=$!
 # Ready when the REST API answers; give up after 60 s (the first start migrates the database).
-python3 - "$port" <<'PY' >&2 || { kill "$pid"; echo "the MLflow test server did not start; see target/mlflow.log" >&2; exit 1; }
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/api/2.0/mlflow/experiments/search?max_results=1"
-deadline = time.monotonic() + 60
-while True:
-    try:
-        urllib.request.urlopen(url, timeout=2)
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.2)
-PY
+python3 scripts/wait-http.py GET "http://127.0.0.1:$port/api/2.0/mlflow/experiments/search?max_results=1" 60 >&2 \
+  || { kill "$pid"; echo "the MLflow test server did not start; see target/mlflow.log" >&2; exit 1; }
 echo "export FLOW_TEST_MLFLOW=http://127.0.0.1:$port FLOW_TEST_MLFLOW_PID=$pid FLOW_TEST_PYTHON=$PWD/$venv/bin/python"

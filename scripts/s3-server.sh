@@ -18,17 +18,6 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
 pid=$!
 # Ready when the bucket can be created; give up after 30 s.
-python3 - "$port" <<'PY' >&2 || { kill "$pid"; echo "the S3 test server did not start; see target/moto.log" >&2; exit 1; }
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/flow-test"
-deadline = time.monotonic() + 30
-while True:
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="PUT"), timeout=2)
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            raise
-        time.sleep(0.1)
-PY
+python3 scripts/wait-http.py PUT "http://127.0.0.1:$port/flow-test" 30 >&2 \
+  || { kill "$pid"; echo "the S3 test server did not start; see target/moto.log" >&2; exit 1; }
 echo "export FLOW_TEST_S3_ENDPOINT=http://127.0.0.1:$port FLOW_TEST_S3_BUCKET=flow-test FLOW_TEST_S3_PID=$pid"

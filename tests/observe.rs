@@ -268,16 +268,23 @@ fn mlflow_holds_a_run_per_stage_and_cached_stages_are_logged_once() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(mlflow_runs(&name).len(), 6, "cached stages are logged once");
 
-    let changed = p.apply("wf.yaml", &["--mlflow", &url, "--set", "fit.with.note=changed"]);
+    // Past MLflow's limits of one request: 1,200 metric values and 122 parameters.
+    let grid: Vec<String> = (0..120).map(|k| format!("a{k}: {k}")).collect();
+    let grid = format!("fit.with.grid={{{}}}", grid.join(", "));
+    let changed = p.apply("wf.yaml", &["--mlflow", &url, "--set", "fit.with.steps=600", "--set", &grid]);
     assert_eq!(changed.with_status("ran"), ["fit"], "{}", changed.stderr);
+    assert!(!changed.stderr.contains("WARNING"), "{}", changed.stderr);
     let runs = mlflow_runs(&name);
     assert_eq!(runs.len(), 7);
     let fit = runs
         .iter()
         .find(|r| r["name"] == "fit" && r["tags"]["flow.fingerprint"] == changed.stage("fit")["fingerprint"])
         .unwrap();
-    assert_eq!((fit["tags"]["flow.state"].as_str(), fit["params"]["note"].as_str()), (Some("ran"), Some("changed")));
-    assert_eq!(metrics_of(fit), reported(&p, &changed, "fit"));
+    assert_eq!((fit["tags"]["flow.state"].as_str(), fit["params"]["grid.a119"].as_str()), (Some("ran"), Some("119")));
+    assert_eq!(fit["params"].as_object().unwrap().len(), 122, "grid.a0 … grid.a119, note, steps");
+    let reported_fit = reported(&p, &changed, "fit");
+    assert_eq!(reported_fit["loss"].len(), 600);
+    assert_eq!(metrics_of(fit), reported_fit);
 }
 
 /// A tracking server that is down, or that never answers, is a warning: every stage still
