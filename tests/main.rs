@@ -23,3 +23,4 @@ mod slurm;
 mod snapshots;
 mod store;
 mod training;
+mod trust;

@@ -19,7 +19,7 @@ use crate::proxy::FaultyProxy;
 use crate::util::{Applied, Project, parse_applied};
 
 /// A prefix of the test bucket, and a client to look at (and tamper with) what flow put there.
-struct Shared {
+pub(crate) struct Shared {
     url: String,
     endpoint: String,
     objects: Arc<dyn ObjectStore>,
@@ -27,7 +27,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(test: &str) -> Self {
+    pub(crate) fn new(test: &str) -> Self {
         let var = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| panic!("{name} is unset: run the tests through scripts/test.sh"))
         };
@@ -50,7 +50,7 @@ impl Shared {
     }
 
     /// `flow ARGS` in `p`, pointed at this remote through the standard AWS variables.
-    fn command(&self, p: &Project, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, p: &Project, args: &[&str]) -> Command {
         let mut cmd = p.command(args);
         cmd.env("FLOW_REMOTE", &self.url)
             .env("AWS_ENDPOINT_URL", &self.endpoint)
@@ -62,13 +62,13 @@ impl Shared {
         cmd
     }
 
-    fn apply(&self, p: &Project, file: &str, extra: &[&str]) -> Applied {
+    pub(crate) fn apply(&self, p: &Project, file: &str, extra: &[&str]) -> Applied {
         let mut args = vec!["apply", file, "--json"];
         args.extend_from_slice(extra);
         parse_applied(self.command(p, &args).output().unwrap())
     }
 
-    fn keys(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn keys(&self, prefix: &str) -> Vec<String> {
         let prefix = ObjectPath::from(prefix);
         let mut keys: Vec<String> = self
             .rt
@@ -81,11 +81,11 @@ impl Shared {
         keys
     }
 
-    fn put(&self, key: &str, bytes: Vec<u8>) {
+    pub(crate) fn put(&self, key: &str, bytes: Vec<u8>) {
         self.rt.block_on(self.objects.put(&ObjectPath::from(key), PutPayload::from(Bytes::from(bytes)))).unwrap();
     }
 
-    fn get(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, key: &str) -> Vec<u8> {
         let r = self.rt.block_on(self.objects.get(&ObjectPath::from(key))).unwrap();
         self.rt.block_on(r.bytes()).unwrap().to_vec()
     }

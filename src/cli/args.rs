@@ -132,6 +132,9 @@ pub(crate) enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Signing keys for a shared store: generate one, or print the public half of one.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Re-hash every blob and check every record; exit 3 on any corruption.
     Verify {
         /// Use this workflow's store (its `store.local`, or `cache/` at its project root).
@@ -139,6 +142,25 @@ pub(crate) enum Command {
         /// Delete corrupt blobs and the records that need them, so the next apply re-runs them.
         #[arg(long)]
         repair: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create an Ed25519 key pair: the secret key in a file only you can read, the public key
+    /// (`NAME:BASE64`, for `store.trusted_keys`) printed.
+    Generate {
+        /// The key's name: letters, digits and `. _ -` (a team, a CI pipeline, a year).
+        name: String,
+        /// Where to write the secret key (default: `flow/keys/NAME.secret` in your config
+        /// directory, `~/.config` on Linux).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of a secret key: a file, or the NAME of one `flow key generate` made.
+    Public {
+        /// The secret key.
+        key: String,
     },
 }
 
@@ -242,6 +264,19 @@ pub(crate) struct RemoteArgs {
     /// Never touch the remote, even if one is configured.
     #[arg(long)]
     pub offline: bool,
+    /// Use a remote record only if this public key (`NAME:BASE64`) signed it (repeatable;
+    /// added to the workflow's `store.trusted_keys`). FLOW_TRUSTED_KEYS holds a
+    /// comma-separated list (docs/remote.md#trust).
+    #[arg(long = "trusted-key", env = "FLOW_TRUSTED_KEYS", value_name = "KEY", value_delimiter = ',')]
+    pub trusted_keys: Vec<String>,
+    /// A remote record that no trusted key signed is an error (exit 3) rather than a stage run
+    /// here (`store.require_signed: true` does the same).
+    #[arg(long)]
+    pub require_signed: bool,
+    /// Sign every record published to the remote with this secret key: a file, or the NAME of
+    /// one `flow key generate` made.
+    #[arg(long, env = "FLOW_SIGNING_KEY", value_name = "NAME|FILE")]
+    pub signing_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

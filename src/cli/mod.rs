@@ -11,6 +11,7 @@ mod output;
 mod plot;
 mod report;
 mod root;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,7 @@ async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
         }
         Command::Verify { workflow, repair } => commands::verify::verify(cache, workflow.as_deref(), repair).await,
         Command::Hash { files } => commands::hash::hash(&files),
+        Command::Key(command) => commands::key::key(command),
         Command::RunStage { task } => commands::run_stage::run_stage(&task),
     }
 }

@@ -49,9 +49,10 @@ pub(super) fn open_remote(args: &RemoteArgs, workflow: &Workflow) -> Result<Opti
     Ok(Some(Arc::new(Remote::open(url)?)))
 }
 
-/// The local store over the remote, if any.
+/// The local store over the remote, if any, checking and signing records as the trust
+/// settings say ([`super::trust`]).
 pub(super) fn tiers(store: Arc<Store>, args: &RemoteArgs, workflow: &Workflow) -> Result<Tiered, Failure> {
-    Ok(Tiered::new(store, open_remote(args, workflow)?))
+    Ok(Tiered::new(store, open_remote(args, workflow)?).with_trust(super::trust::trust(args, workflow)?))
 }
 
 /// The hint for commands that need a remote and have none.

@@ -71,6 +71,24 @@ impl Recipe {
     pub fn fingerprint(&self) -> Fingerprint {
         Fingerprint::of(self)
     }
+
+    /// What a signature's provenance says of this recipe: the recipe itself and each input
+    /// artifact as `role/stage`, given the stages each role names.
+    pub fn built(&self, names: &BTreeMap<String, Vec<String>>) -> crate::store::trust::Built {
+        let mut inputs = Vec::new();
+        for (role, needed) in &self.needs {
+            let digests = match needed {
+                Needed::One(d) => std::slice::from_ref(d),
+                Needed::Many(ds) => ds.as_slice(),
+            };
+            let stages = names.get(role).map(Vec::as_slice).unwrap_or_default();
+            for (k, d) in digests.iter().enumerate() {
+                let stage = stages.get(k).map_or_else(|| k.to_string(), String::clone);
+                inputs.push((format!("{role}/{stage}"), *d));
+            }
+        }
+        crate::store::trust::Built { recipe: serde_json::to_value(self).expect("recipes serialise"), inputs }
+    }
 }
 
 #[cfg(test)]

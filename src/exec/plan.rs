@@ -45,6 +45,11 @@ pub enum State {
 pub enum Reason {
     /// `--force` names it.
     Forced,
+    /// The remote has a record of the fingerprint that is not used: not signed by a trusted
+    /// key, or unreadable.
+    RemoteNotUsed {
+        why: String,
+    },
     /// Never applied from this workflow (no lock entry) and no record in the store.
     NoRecord,
     /// The lock file names this fingerprint but the store has no record of it (gc'd, another
@@ -110,6 +115,7 @@ impl fmt::Display for Reason {
             Reason::CommandChanged => write!(f, "command changed"),
             Reason::EnvChanged { name } => write!(f, "env `{name}` changed"),
             Reason::SaltChanged => write!(f, "store salt changed"),
+            Reason::RemoteNotUsed { why } => write!(f, "the remote's record is not used: {why}"),
             Reason::OutputsChanged => write!(f, "declared outputs changed"),
         }
     }
@@ -149,9 +155,13 @@ pub async fn plan(p: &Prepared, tiers: &Tiered) -> Result<Vec<Planned>, ExecErro
                 artifacts.insert(i, r.artifact);
                 State::WillDownload { fingerprint: fp, artifact: r.artifact }
             }
-            Hit::Miss { .. } => {
-                let reasons =
+            Hit::Miss { remote_problem } => {
+                let mut reasons =
                     if forced { vec![Reason::Forced] } else { explain(&recipe, fp, locked, &p.need_names(i)) };
+                // The remote has a record that cannot be used (untrusted, unreadable): say so.
+                if let Some(e) = remote_problem {
+                    reasons.push(Reason::RemoteNotUsed { why: super::error_chain(&e) });
+                }
                 State::WillRun { fingerprint: Some(fp), reasons }
             }
         };

@@ -198,6 +198,7 @@ impl Scheduler {
                 cancel: self.cancel.clone(),
                 upstream: p.upstream(i).map(|j| (j, self.artifacts[&j])).collect(),
                 exited: self.exited.0.clone(),
+                said: Default::default(),
             });
             tracing::debug!(stage = %p.name(i), fingerprint = %run.fingerprint, "ready");
             tracing::trace!(recipe = %String::from_utf8_lossy(&crate::hash::canonical_json(&recipe)), "recipe");

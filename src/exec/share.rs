@@ -22,7 +22,8 @@ pub async fn push(lock: &LockFile, tiers: &Tiered, sink: &Sink) -> Result<Summar
         let mut outcome = outcome(stage, locked, Status::Cached);
         match tiers.local().record(&locked.fingerprint).await? {
             Some(record) => {
-                let published = tiers.publish(&record, on_transfer(sink, stage)).await?;
+                let built = locked.recipe.built(&locked.needs);
+                let published = tiers.publish(&record, &built, on_transfer(sink, stage)).await?;
                 outcome.pushed = Some(match published {
                     Published::Created { bytes } => bytes,
                     Published::AlreadyThere => 0,

@@ -48,6 +48,9 @@ pub(super) struct StageRun {
     pub(super) upstream: BTreeMap<usize, Digest>,
     /// Told this stage's index when its process has succeeded, before the commit.
     pub(super) exited: tokio::sync::mpsc::UnboundedSender<usize>,
+    /// Notices given: a stage looks its fingerprint up more than once (before and after its
+    /// run lock), and says the same thing once.
+    pub(super) said: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// What the process of an attempt reported beside its exit: the device it used, where it got
@@ -112,6 +115,9 @@ impl StageRun {
     }
 
     pub(super) fn notice(&self, message: String) {
+        if !self.said.lock().expect("notices lock").insert(message.clone()) {
+            return;
+        }
         (self.sink)(&Event::Notice { stage: self.name().to_owned(), message });
     }
 
@@ -192,7 +198,12 @@ impl StageRun {
 
     /// Publishes `record` to the remote, cancellably; the bytes uploaded.
     async fn publish(&self, record: &Record) -> Result<u64, StoreError> {
-        let Some(published) = self.unless_cancelled(self.tiers.publish(record, self.on_transfer())).await else {
+        // Every input is built by now, so the recipe is known; without one the provenance is
+        // thinner, never wrong.
+        let recipe = self.p.recipe(self.index, |j| self.upstream.get(&j).copied());
+        let built = recipe.map(|r| r.built(&self.p.need_names(self.index))).unwrap_or_default();
+        let Some(published) = self.unless_cancelled(self.tiers.publish(record, &built, self.on_transfer())).await
+        else {
             let url = self.tiers.remote().map(|r| r.url().to_owned()).unwrap_or_default();
             return Err(StoreError::Interrupted { what: format!("publishing to {url}") });
         };

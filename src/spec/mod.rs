@@ -63,6 +63,10 @@ pub struct StoreSettings {
     pub remote: Option<String>,
     pub push: bool,
     pub salt: Option<String>,
+    /// Public keys (`NAME:BASE64`) one of which must have signed a remote record for it to be
+    /// used (read by `cli`, which reports a bad one).
+    pub trusted_keys: Vec<String>,
+    pub require_signed: bool,
 }
 
 /// `export:` — where `flow apply` sends every stage's metrics (docs/exporters.md). Never part

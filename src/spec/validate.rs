@@ -175,7 +175,8 @@ impl<'a> Validator<'a> {
 
     fn store(&mut self, node: &Node) -> StoreSettings {
         let mut out = StoreSettings::default();
-        let Some(_) = self.mapping(node, "`store`", Some(&["local", "remote", "push", "salt"])) else {
+        let keys = ["local", "remote", "push", "salt", "trusted_keys", "require_signed"];
+        let Some(_) = self.mapping(node, "`store`", Some(&keys)) else {
             return out;
         };
         if let Some(n) = node.get("local") {
@@ -198,16 +199,42 @@ impl<'a> Validator<'a> {
             out.salt = self.string(n, "`store.salt`");
         }
         if let Some(n) = node.get("push") {
-            match n.value {
-                Value::Bool(b) => out.push = b,
-                ref other => self.error(
+            out.push = self.boolean(n, "`store.push`");
+        }
+        if let Some(n) = node.get("require_signed") {
+            out.require_signed = self.boolean(n, "`store.require_signed`");
+        }
+        if let Some(n) = node.get("trusted_keys") {
+            match &n.value {
+                Value::Seq(items) => {
+                    for item in items {
+                        if let Some(key) = self.string(item, "a trusted key") {
+                            out.trusted_keys.push(key);
+                        }
+                    }
+                }
+                other => self.error(
                     n.span,
-                    format!("`store.push` must be a boolean, not {}", other.type_name()),
-                    "expected true or false",
+                    format!("`store.trusted_keys` must be a list of `NAME:BASE64` keys, not {}", other.type_name()),
+                    "expected a list",
                 ),
             }
         }
         out
+    }
+
+    fn boolean(&mut self, n: &Node, what: &str) -> bool {
+        match n.value {
+            Value::Bool(b) => b,
+            ref other => {
+                self.error(
+                    n.span,
+                    format!("{what} must be a boolean, not {}", other.type_name()),
+                    "expected true or false",
+                );
+                false
+            }
+        }
     }
 
     fn stage(

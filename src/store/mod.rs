@@ -37,6 +37,7 @@ pub mod remote;
 mod scratch;
 pub mod tiered;
 mod tree;
+pub mod trust;
 mod verify;
 
 use std::io;
@@ -81,6 +82,8 @@ pub enum StoreError {
     },
     #[error("{what} was interrupted")]
     Interrupted { what: String },
+    #[error("run record `{key}` is not trusted: {why}")]
+    Untrusted { key: String, why: String },
     #[error("remote `{url}` cannot be used: {why}")]
     BadRemote { url: String, why: String },
     #[error("stage output `{path}` is not allowed: {why}")]

@@ -7,6 +7,9 @@
 //!
 //! The local tier remembers which fingerprints a remote is known to hold
 //! (`state/remotes/<remote id>/<fingerprint>`), so that `--push` does not ask again.
+//!
+//! With [`Trust`] set, a remote record is a hit only when a trusted key signed it, and what is
+//! published is signed ([`super::trust`]); the local store is trusted as it is.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::remote::transfer::{Meter, PARALLEL};
 use super::remote::{Direction, OnTransfer, Remote};
+use super::trust::{Built, Trust, attestation_path, attestations_of};
 use super::{Record, Store, StoreError, cas};
 use crate::hash::Fingerprint;
 
@@ -23,6 +27,7 @@ use crate::hash::Fingerprint;
 pub struct Tiered {
     local: Arc<Store>,
     remote: Option<Arc<Remote>>,
+    trust: Trust,
 }
 
 /// What a lookup found.
@@ -48,7 +53,12 @@ pub enum Published {
 
 impl Tiered {
     pub fn new(local: Arc<Store>, remote: Option<Arc<Remote>>) -> Self {
-        Self { local, remote }
+        Self { local, remote, trust: Trust::default() }
+    }
+
+    /// These tiers, checking and signing remote records as `trust` says.
+    pub fn with_trust(self, trust: Trust) -> Self {
+        Self { trust, ..self }
     }
 
     pub fn local(&self) -> &Arc<Store> {
@@ -67,10 +77,44 @@ impl Tiered {
         }
         let Some(remote) = self.remote() else { return Ok(Hit::Miss { remote_problem: None }) };
         Ok(match remote.record(fp).await {
-            Ok(Some(record)) => Hit::Remote(record),
+            Ok(Some(record)) => match self.trusted(remote, &record).await {
+                Ok(()) => Hit::Remote(record),
+                Err(e) if self.trust.require_signed => return Err(e),
+                Err(e) => Hit::Miss { remote_problem: Some(e) },
+            },
             Ok(None) => Hit::Miss { remote_problem: None },
             Err(e) => Hit::Miss { remote_problem: Some(e) },
         })
+    }
+
+    /// Whether a trusted key signed the remote's `record` (always, when no key is trusted).
+    async fn trusted(&self, remote: &Remote, record: &Record) -> Result<(), StoreError> {
+        if !self.trust.checks() {
+            return Ok(());
+        }
+        let fp = record.fingerprint;
+        let mut problems = Vec::new();
+        for key in &self.trust.trusted {
+            let path = attestation_path(&fp, key);
+            if let Some(bytes) = remote.object(&path).await? {
+                match Trust::verify(key, &bytes, record) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => problems.push(format!("`{path}`: {e}")),
+                }
+            }
+        }
+        let why = if problems.is_empty() {
+            let others = remote.names(&attestations_of(&fp)).await?;
+            let others: Vec<&str> = others.iter().map(|n| n.trim_end_matches(".json")).collect();
+            if others.is_empty() {
+                "it is not signed".to_owned()
+            } else {
+                format!("it is signed only by keys not trusted here ({})", others.join(", "))
+            }
+        } else {
+            problems.join("; ")
+        };
+        Err(StoreError::Untrusted { key: format!("{}/{}", remote.url(), cas::record_path(&fp)), why })
     }
 
     /// Copies the artifact of the remote's `record` into the local store — the manifest first
@@ -104,14 +148,15 @@ impl Tiered {
     /// lacks, then the manifest, then the record, each create-if-absent, so an upload cut off
     /// at any point leaves no record there. Local blobs are verified as they are read, so a
     /// damaged local copy is never published.
-    pub async fn publish(&self, record: &Record, on: OnTransfer) -> Result<Published, StoreError> {
+    pub async fn publish(&self, record: &Record, built: &Built, on: OnTransfer) -> Result<Published, StoreError> {
         let remote = self.require_remote()?;
         let fp = record.fingerprint;
+        let manifest = self.local.manifest(&record.artifact).await?;
         if remote.has_record(&fp).await? {
+            self.sign(remote, record, &manifest.bytes(), built).await?;
             self.mark(remote, &fp)?;
             return Ok(Published::AlreadyThere);
         }
-        let manifest = self.local.manifest(&record.artifact).await?;
         let lacking = remote.lacking(manifest.files().map(|f| (f.3, f.1)).collect()).await?;
         let meter = Meter::new(Direction::Upload, lacking.iter().map(|(_, s)| s).sum(), on);
         let sent: Vec<u64> = futures::stream::iter(lacking)
@@ -125,11 +170,30 @@ impl Tiered {
         meter.finish();
         remote.put_manifest(manifest.bytes().into()).await?;
         let put = remote.put_record(record).await?;
+        self.sign(remote, record, &manifest.bytes(), built).await?;
         self.mark(remote, &fp)?;
         Ok(match put {
             cas::Put::Created => Published::Created { bytes: sent.iter().sum() },
             cas::Put::AlreadyThere => Published::AlreadyThere,
         })
+    }
+
+    /// With a signing key, signs the remote's record of `record.fingerprint` — this one, or
+    /// another machine's of the same artifact, which this run reproduced. A record of another
+    /// artifact is not signed: nothing here vouches for it. The signature comes after the
+    /// record: a record without one is not used where signatures are checked, which is safe.
+    async fn sign(&self, remote: &Remote, record: &Record, manifest: &[u8], built: &Built) -> Result<(), StoreError> {
+        if self.trust.signer.is_none() {
+            return Ok(());
+        }
+        let Some(there) = remote.record(&record.fingerprint).await? else { return Ok(()) };
+        if there.artifact != record.artifact {
+            return Ok(());
+        }
+        if let Some((path, bytes)) = self.trust.sign(&there, manifest, built) {
+            remote.put_signature(&path, bytes).await?;
+        }
+        Ok(())
     }
 
     /// Whether the remote is known (from an earlier publish or download here) to hold `fp`.

@@ -7,6 +7,7 @@ pub(super) mod checkout;
 pub(super) mod gc;
 pub(super) mod graph;
 pub(super) mod hash;
+pub(super) mod key;
 pub(super) mod launch;
 pub(super) mod plan;
 pub(super) mod report;

@@ -133,8 +133,8 @@ mod tests {
         let tier = |store| Tiered::new(Arc::new(store), Some(Arc::clone(&remote)));
         let (_a, a, kept) = local(&[("k", b"keep me".to_vec())]).await;
         let (_b, b, dropped) = local(&[("d", b"drop me".to_vec())]).await;
-        tier(a).publish(&kept, quiet()).await.unwrap();
-        tier(b).publish(&dropped, quiet()).await.unwrap();
+        tier(a).publish(&kept, &crate::store::trust::Built::default(), quiet()).await.unwrap();
+        tier(b).publish(&dropped, &crate::store::trust::Built::default(), quiet()).await.unwrap();
         let keep = HashSet::from([kept.fingerprint]);
         // Everything was written after the cutoff: nothing goes.
         let r = remote.gc(&keep, SystemTime::now() - Duration::from_secs(3600), false).await.unwrap();

@@ -19,9 +19,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 pub use lease::{Claim, Holder, Lease, lease_ttl};
 pub use transfer::{Direction, OnTransfer, Transfer};
@@ -162,5 +162,29 @@ impl Remote {
     /// Stores a run record (create-if-absent), after its manifest: the last write of a publish.
     pub async fn put_record(&self, record: &Record) -> Result<cas::Put, StoreError> {
         self.create(&cas::record_path(&record.fingerprint), cas::record_bytes(record)).await
+    }
+
+    /// The object at `path`, if there is one: a signature beside a record.
+    pub async fn object(&self, path: &ObjectPath) -> Result<Option<Bytes>, StoreError> {
+        let fail = |e| self.object_error(path, e);
+        match self.objects.get(path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(fail)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// Writes (or replaces) a signature beside a record: one object per signing key, which
+    /// only that key's holder writes.
+    pub async fn put_signature(&self, path: &ObjectPath, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.objects.put(path, bytes.into()).await.map(drop).map_err(|e| self.object_error(path, e))
+    }
+
+    /// The names of the objects under `folder`.
+    pub async fn names(&self, folder: &ObjectPath) -> Result<Vec<String>, StoreError> {
+        use futures::TryStreamExt;
+        let listed: Vec<object_store::ObjectMeta> =
+            self.objects.list(Some(folder)).try_collect().await.map_err(|e| self.object_error(folder, e))?;
+        Ok(listed.into_iter().filter_map(|m| m.location.filename().map(str::to_owned)).collect())
     }
 }

@@ -83,10 +83,16 @@ async fn publish_then_backfill_restores_the_artifact_bit_for_bit() {
     let seen = Arc::clone(&reports);
     let on: OnTransfer = Arc::new(move |t| seen.lock().unwrap().push(t));
     let bytes = 2 * PART + 123 + 5;
-    assert_eq!(a.publish(&record, Arc::clone(&on)).await.unwrap(), Published::Created { bytes });
+    assert_eq!(
+        a.publish(&record, &crate::store::trust::Built::default(), Arc::clone(&on)).await.unwrap(),
+        Published::Created { bytes }
+    );
     let last = *reports.lock().unwrap().last().unwrap();
     assert_eq!((last.direction, last.done, last.total), (Direction::Upload, bytes, bytes));
-    assert_eq!(a.publish(&record, quiet()).await.unwrap(), Published::AlreadyThere);
+    assert_eq!(
+        a.publish(&record, &crate::store::trust::Built::default(), quiet()).await.unwrap(),
+        Published::AlreadyThere
+    );
     assert!(a.known_on_remote(&record.fingerprint));
 
     let Hit::Remote(got) = b.lookup(&record.fingerprint).await.unwrap() else { panic!("a remote hit") };
@@ -158,14 +164,17 @@ async fn an_interrupted_publish_leaves_no_record_and_the_next_one_completes_it()
         Arc::clone(a.local()),
         Some(Arc::new(Remote::with_objects("mem://", Arc::new(NoRecords(memory)), "p"))),
     );
-    assert!(cut.publish(&record, quiet()).await.is_err());
+    assert!(cut.publish(&record, &crate::store::trust::Built::default(), quiet()).await.is_err());
     assert!(!a.known_on_remote(&record.fingerprint));
     assert!(
         matches!(b.lookup(&record.fingerprint).await.unwrap(), Hit::Miss { remote_problem: None }),
         "no record after the cut"
     );
     // Blobs and manifest made it; the next publish sends nothing again but the record.
-    assert_eq!(a.publish(&record, quiet()).await.unwrap(), Published::Created { bytes: 0 });
+    assert_eq!(
+        a.publish(&record, &crate::store::trust::Built::default(), quiet()).await.unwrap(),
+        Published::Created { bytes: 0 }
+    );
     b.backfill(&record, quiet()).await.unwrap();
     holds(b.local(), &record, &files).await;
 }
@@ -174,7 +183,7 @@ async fn an_interrupted_publish_leaves_no_record_and_the_next_one_completes_it()
 async fn a_blob_longer_or_different_than_declared_is_cut_off_and_nothing_is_kept() {
     let files = vec![("f", b"twelve bytes".to_vec())];
     let (_dirs, a, b, record) = pair(Arc::new(InMemory::new()), "mem://bucket", &files).await;
-    a.publish(&record, quiet()).await.unwrap();
+    a.publish(&record, &crate::store::trust::Built::default(), quiet()).await.unwrap();
     let digest = Digest::of(b"twelve bytes");
     let remote = b.remote().unwrap();
     for poison in [b"twelve bytes and more".to_vec(), b"twelve bytez".to_vec()] {
