@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Starts an MLflow tracking server (a fresh SQLite store under target/mlflow-data) on a free loopback
 # port for the tests, and prints the `export` lines that point the tests at it and at the
-# Python that has MLflow's client and TensorBoard's reader. scripts/test.sh sources its output
+# Python that has MLflow's client, TensorBoard's reader and securesystemslib. scripts/test.sh sources its output
 # and stops the server (its pid is FLOW_TEST_MLFLOW_PID) when the tests end.
 #
 #   eval "$(bash scripts/mlflow-server.sh)"
 #
-# mlflow and tensorboard are installed once into target/export-venv (about a minute; PyPI must
-# be reachable).
+# mlflow, tensorboard and securesystemslib (the independent DSSE implementation tests/trust.rs
+# checks flow's signatures with) are installed once into target/export-venv (about a minute;
+# PyPI must be reachable).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/export-venv
-if [ ! -x "$venv/bin/mlflow" ] || ! "$venv/bin/python" -c 'import tensorboard' 2>/dev/null; then
+if [ ! -x "$venv/bin/mlflow" ] || ! "$venv/bin/python" -c 'import tensorboard, securesystemslib' 2>/dev/null; then
   python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "mlflow==3.17.2" "tensorboard==2.21.0" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "mlflow==3.17.2" "tensorboard==2.21.0" \
+    "securesystemslib==1.6.0" >&2
 fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 data=$PWD/target/mlflow-data

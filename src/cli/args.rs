@@ -140,8 +140,19 @@ pub(crate) enum Command {
         /// Use this workflow's store (its `store.local`, or `cache/` at its project root).
         workflow: Option<PathBuf>,
         /// Delete corrupt blobs and the records that need them, so the next apply re-runs them.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "remote")]
         repair: bool,
+        /// Check the signature of every record on the remote against the trusted keys instead,
+        /// and report what is unsigned or untrusted (exit 3 if anything is).
+        #[arg(long)]
+        remote: bool,
+        /// The remote to check with `--remote` (default: the workflow's `store.remote`).
+        #[arg(long, env = "FLOW_REMOTE", value_name = "URL")]
+        remote_url: Option<String>,
+        /// A public key (`NAME:BASE64`) to trust, beside the workflow's `store.trusted_keys`
+        /// (repeatable; FLOW_TRUSTED_KEYS holds a comma-separated list).
+        #[arg(long = "trusted-key", env = "FLOW_TRUSTED_KEYS", value_name = "KEY", value_delimiter = ',')]
+        trusted_keys: Vec<String>,
     },
 }
 

@@ -87,7 +87,12 @@ async fn run(cache: Option<PathBuf>, command: Command) -> Result<u8, Failure> {
         Command::Pull { file, stages, remote, json } => {
             commands::share::share(cache, &file, &remote, json, Share::Pull(stages)).await
         }
-        Command::Verify { workflow, repair } => commands::verify::verify(cache, workflow.as_deref(), repair).await,
+        Command::Verify { workflow, repair, remote: false, .. } => {
+            commands::verify::verify(cache, workflow.as_deref(), repair).await
+        }
+        Command::Verify { workflow, remote: true, remote_url, trusted_keys, .. } => {
+            commands::verify::remote(workflow.as_deref(), remote_url, &trusted_keys).await
+        }
         Command::Hash { files } => commands::hash::hash(&files),
         Command::Key(command) => commands::key::key(command),
         Command::RunStage { task } => commands::run_stage::run_stage(&task),

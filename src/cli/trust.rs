@@ -42,21 +42,25 @@ pub(super) fn read_secret(key: &str) -> Result<SecretKey, Failure> {
     SecretKey::parse(&text).map_err(|e| bad(e.to_string()))
 }
 
-/// The trust of one command.
-pub(super) fn trust(args: &RemoteArgs, workflow: &Workflow) -> Result<Trust, Failure> {
+/// The public keys to trust: the workflow's `store.trusted_keys`, then those given on the
+/// command line or in FLOW_TRUSTED_KEYS.
+pub(super) fn trusted_keys(workflow: Option<&Workflow>, given: &[String]) -> Result<Vec<PublicKey>, Failure> {
     let mut trusted = Vec::new();
-    for (text, from) in workflow
-        .store
-        .trusted_keys
-        .iter()
-        .map(|k| (k, format!("`store.trusted_keys` of `{}`", workflow.path.display())))
-        .chain(args.trusted_keys.iter().map(|k| (k, "--trusted-key (or FLOW_TRUSTED_KEYS)".to_owned())))
-    {
+    let listed = workflow.into_iter().flat_map(|w| {
+        w.store.trusted_keys.iter().map(move |k| (k, format!("`store.trusted_keys` of `{}`", w.path.display())))
+    });
+    for (text, from) in listed.chain(given.iter().map(|k| (k, "--trusted-key (or FLOW_TRUSTED_KEYS)".to_owned()))) {
         let key = PublicKey::parse(text).map_err(|e| Failure::new(exit::INVALID, format!("{from}: {e}")))?;
         if !trusted.contains(&key) {
             trusted.push(key);
         }
     }
+    Ok(trusted)
+}
+
+/// The trust of one command.
+pub(super) fn trust(args: &RemoteArgs, workflow: &Workflow) -> Result<Trust, Failure> {
+    let trusted = trusted_keys(Some(workflow), &args.trusted_keys)?;
     let signer = args.signing_key.as_deref().map(read_secret).transpose()?;
     let require_signed = args.require_signed || workflow.store.require_signed;
     if require_signed && trusted.is_empty() {

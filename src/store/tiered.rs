@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::remote::transfer::{Meter, PARALLEL};
 use super::remote::{Direction, OnTransfer, Remote};
-use super::trust::{Built, Trust, attestation_path, attestations_of};
+use super::trust::{Built, Trust};
 use super::{Record, Store, StoreError, cas};
 use crate::hash::Fingerprint;
 
@@ -77,44 +77,14 @@ impl Tiered {
         }
         let Some(remote) = self.remote() else { return Ok(Hit::Miss { remote_problem: None }) };
         Ok(match remote.record(fp).await {
-            Ok(Some(record)) => match self.trusted(remote, &record).await {
-                Ok(()) => Hit::Remote(record),
+            Ok(Some(record)) => match super::trust::signer_of(remote, &self.trust, &record).await {
+                Ok(_) => Hit::Remote(record),
                 Err(e) if self.trust.require_signed => return Err(e),
                 Err(e) => Hit::Miss { remote_problem: Some(e) },
             },
             Ok(None) => Hit::Miss { remote_problem: None },
             Err(e) => Hit::Miss { remote_problem: Some(e) },
         })
-    }
-
-    /// Whether a trusted key signed the remote's `record` (always, when no key is trusted).
-    async fn trusted(&self, remote: &Remote, record: &Record) -> Result<(), StoreError> {
-        if !self.trust.checks() {
-            return Ok(());
-        }
-        let fp = record.fingerprint;
-        let mut problems = Vec::new();
-        for key in &self.trust.trusted {
-            let path = attestation_path(&fp, key);
-            if let Some(bytes) = remote.object(&path).await? {
-                match Trust::verify(key, &bytes, record) {
-                    Ok(()) => return Ok(()),
-                    Err(e) => problems.push(format!("`{path}`: {e}")),
-                }
-            }
-        }
-        let why = if problems.is_empty() {
-            let others = remote.names(&attestations_of(&fp)).await?;
-            let others: Vec<&str> = others.iter().map(|n| n.trim_end_matches(".json")).collect();
-            if others.is_empty() {
-                "it is not signed".to_owned()
-            } else {
-                format!("it is signed only by keys not trusted here ({})", others.join(", "))
-            }
-        } else {
-            problems.join("; ")
-        };
-        Err(StoreError::Untrusted { key: format!("{}/{}", remote.url(), cas::record_path(&fp)), why })
     }
 
     /// Copies the artifact of the remote's `record` into the local store — the manifest first

@@ -1,4 +1,5 @@
-//! `flow verify`: the local store re-hashed and checked, `--repair` dropping what is corrupt.
+//! `flow verify`: the local store re-hashed and checked, `--repair` dropping what is corrupt;
+//! with `--remote`, every record on the remote checked against the trusted keys.
 
 use std::path::{Path, PathBuf};
 
@@ -28,4 +29,39 @@ pub(crate) async fn verify(cache: Option<PathBuf>, workflow: Option<&Path>, repa
     out.push('\n');
     output::stderr(&out);
     Ok(if r.problems.is_empty() || repair { exit::OK } else { exit::STORE })
+}
+
+/// `flow verify --remote`: each record on the remote, signed by a trusted key or not, and why.
+pub(crate) async fn remote(workflow: Option<&Path>, url: Option<String>, given: &[String]) -> Result<u8, Failure> {
+    let workflow = workflow.map(|w| spec::load(w, &[])).transpose()?;
+    let trusted = crate::cli::trust::trusted_keys(workflow.as_ref(), given)?;
+    if trusted.is_empty() {
+        return Err(Failure::new(exit::INVALID, "no trusted keys to check the remote's records against")
+            .hint("list them in `store.trusted_keys`, or pass `--trusted-key NAME:BASE64`"));
+    }
+    let url = url.or_else(|| workflow.as_ref().and_then(|w| w.store.remote.clone()));
+    let Some(url) = url else {
+        return Err(Failure::new(exit::INVALID, "no remote to verify").hint(crate::cli::root::NO_REMOTE_HINT));
+    };
+    let remote = crate::store::remote::Remote::open(&url)?;
+    let trust = crate::store::trust::Trust { trusted, ..Default::default() };
+    let audit = crate::store::trust::audit(&remote, &trust).await?;
+    let mut out = String::new();
+    let mut bad = 0;
+    for (fp, verdict) in &audit {
+        match verdict {
+            Ok(key) => out.push_str(&format!("{:>9} ac/{fp}.json (key {key})\n", "signed")),
+            Err(why) => {
+                bad += 1;
+                out.push_str(&format!("{:>9} ac/{fp}.json: {why}\n", "UNTRUSTED"));
+            }
+        }
+    }
+    out.push_str(&format!(
+        "verify: {} records on {url}, {} signed by a trusted key, {bad} not\n",
+        audit.len(),
+        audit.len() - bad
+    ));
+    output::stdout(&out);
+    Ok(if bad == 0 { exit::OK } else { exit::STORE })
 }

@@ -70,6 +70,7 @@ impl Remote {
             }
         }
         let mut live = std::collections::HashSet::new();
+        let mut kept = std::collections::HashSet::new();
         for meta in list("ac").await? {
             let fp = meta
                 .location
@@ -89,12 +90,24 @@ impl Remote {
                 continue;
             };
             report.kept_records += 1;
+            kept.insert(record.fingerprint);
             live.insert(record.artifact);
             // A manifest that cannot be read keeps nothing alive: its record is unusable anyway.
             if let Ok(Some(bytes)) = cas::blob(self.objects.as_ref(), &record.artifact).await
                 && let Ok(manifest) = Manifest::parse(&bytes)
             {
                 live.extend(manifest.files().map(|f| f.3));
+            }
+        }
+        // Signatures go with their record (`att/<fingerprint>/<key id>.json`); a recent one may
+        // belong to a record published since the records were listed.
+        for meta in list("att").await? {
+            let fp = meta.location.parts().nth(1).and_then(|p| p.as_ref().parse::<Fingerprint>().ok());
+            if fp.is_some_and(|fp| kept.contains(&fp)) || recent(&meta) {
+                continue;
+            }
+            if !dry_run {
+                delete(meta.location).await?;
             }
         }
         if report.live_leases > 0 {
@@ -130,7 +143,13 @@ mod tests {
     #[tokio::test]
     async fn remote_gc_keeps_what_is_named_or_recent_and_spares_blobs_while_a_lease_lives() {
         let remote = Arc::new(Remote::with_objects("mem://", Arc::new(InMemory::new()), ""));
-        let tier = |store| Tiered::new(Arc::new(store), Some(Arc::clone(&remote)));
+        let signer = crate::store::trust::SecretKey::generate("gc").unwrap();
+        let trust = crate::store::trust::Trust { signer: Some(signer), ..Default::default() };
+        let tier = |store| Tiered::new(Arc::new(store), Some(Arc::clone(&remote))).with_trust(trust.clone());
+        let signatures = |fp: Fingerprint| {
+            let remote = Arc::clone(&remote);
+            async move { remote.names(&crate::store::trust::attestations_of(&fp)).await.unwrap().len() }
+        };
         let (_a, a, kept) = local(&[("k", b"keep me".to_vec())]).await;
         let (_b, b, dropped) = local(&[("d", b"drop me".to_vec())]).await;
         tier(a).publish(&kept, &crate::store::trust::Built::default(), quiet()).await.unwrap();
@@ -139,6 +158,7 @@ mod tests {
         // Everything was written after the cutoff: nothing goes.
         let r = remote.gc(&keep, SystemTime::now() - Duration::from_secs(3600), false).await.unwrap();
         assert_eq!((r.kept_records, r.removed_records, r.removed_blobs), (2, 0, 0));
+        assert_eq!((signatures(kept.fingerprint).await, signatures(dropped.fingerprint).await), (1, 1));
         // With everything older than the cutoff but a live lease: the unnamed record goes, every
         // blob stays (the leased run may be uploading), and the lease is left alone.
         let everything = SystemTime::now() + Duration::from_secs(3600);
@@ -153,6 +173,11 @@ mod tests {
             (1, 1, 0, 1, 0)
         );
         assert!(remote.record(&dropped.fingerprint).await.unwrap().is_none());
+        assert_eq!(
+            (signatures(kept.fingerprint).await, signatures(dropped.fingerprint).await),
+            (1, 0),
+            "a signature goes with its record"
+        );
         lease.release().await;
         // A dry run deletes nothing; the real one removes the dropped file and its manifest.
         let dry = remote.gc(&keep, everything, true).await.unwrap();

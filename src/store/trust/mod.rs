@@ -16,7 +16,8 @@ pub use keys::{PublicKey, SecretKey};
 pub use provenance::Built;
 
 use crate::hash::Fingerprint;
-use crate::store::Record;
+use crate::store::remote::Remote;
+use crate::store::{Record, StoreError, cas};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
@@ -77,4 +78,56 @@ impl Trust {
         let payload = envelope.verify(key)?;
         provenance::check(&payload, record)
     }
+}
+
+/// The name of the trusted key that signed the remote's `record`; `None` when no key is
+/// trusted (every record is used); [`StoreError::Untrusted`] saying why when none did.
+pub async fn signer_of(remote: &Remote, trust: &Trust, record: &Record) -> Result<Option<String>, StoreError> {
+    if !trust.checks() {
+        return Ok(None);
+    }
+    let fp = record.fingerprint;
+    let mut problems = Vec::new();
+    for key in &trust.trusted {
+        let path = attestation_path(&fp, key);
+        if let Some(bytes) = remote.object(&path).await? {
+            match Trust::verify(key, &bytes, record) {
+                Ok(()) => return Ok(Some(key.name.clone())),
+                Err(e) => problems.push(format!("`{path}`: {e}")),
+            }
+        }
+    }
+    let why = if problems.is_empty() {
+        let others = remote.names(&attestations_of(&fp)).await?;
+        let others: Vec<&str> = others.iter().map(|n| n.trim_end_matches(".json")).collect();
+        if others.is_empty() {
+            "it is not signed".to_owned()
+        } else {
+            format!("it is signed only by keys not trusted here ({})", others.join(", "))
+        }
+    } else {
+        problems.join("; ")
+    };
+    Err(StoreError::Untrusted { key: format!("{}/{}", remote.url(), cas::record_path(&fp)), why })
+}
+
+/// Every record on the remote, each with the trusted key that signed it or why none did
+/// (`flow verify --remote`).
+pub async fn audit(remote: &Remote, trust: &Trust) -> Result<Vec<(Fingerprint, Result<String, String>)>, StoreError> {
+    let mut out = Vec::new();
+    for name in remote.names(&ObjectPath::from("ac")).await? {
+        let Some(fp) = name.strip_suffix(".json").and_then(|h| h.parse::<Fingerprint>().ok()) else { continue };
+        let verdict = match remote.record(&fp).await {
+            Ok(Some(record)) => match signer_of(remote, trust, &record).await {
+                Ok(key) => Ok(key.unwrap_or_default()),
+                Err(StoreError::Untrusted { why, .. }) => Err(why),
+                Err(e) => Err(e.to_string()),
+            },
+            Ok(None) => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        out.push((fp, verdict));
+    }
+    out.sort_by_key(|(fp, _)| fp.to_string());
+    Ok(out)
 }
