@@ -6,15 +6,7 @@
 #
 #   bash bench/report.sh
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
-out="$here/out"
-mkdir -p "$out"
-cargo build --release --manifest-path "$root/Cargo.toml" >/dev/null
-flow="$root/target/release/flow"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export CI=1
+source "$(dirname "$0")/common.sh"
 browse() { chromium --headless --no-sandbox --disable-gpu --no-first-run --host-resolver-rules="MAP * ~NOTFOUND" \
   --user-data-dir="$work/profile" --dump-dom "$1" 2>/dev/null; }
 echo '<!DOCTYPE html><html><body><script>document.body.dataset.renderedMs = 0</script></body></html>' > "$work/empty.html"

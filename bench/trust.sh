@@ -7,16 +7,9 @@
 #
 #   bash bench/trust.sh OLD_FLOW
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(dirname "$here")
-out="$here/out"
-mkdir -p "$out"
-cargo build --release --manifest-path "$root/Cargo.toml" >/dev/null
+source "$(dirname "$0")/common.sh"
 old=$(realpath "$1")
-new="$root/target/release/flow"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-export CI=1
+new=$flow
 python3 "$here/gen_dag.py" flow 20 10 "$work/d"
 cd "$work/d" && mkdir -p .git
 "$new" key generate bench --out "$work/bench.secret" > "$work/bench.public" 2>/dev/null

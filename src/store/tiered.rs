@@ -121,12 +121,15 @@ impl Tiered {
     pub async fn publish(&self, record: &Record, built: &Built, on: OnTransfer) -> Result<Published, StoreError> {
         let remote = self.require_remote()?;
         let fp = record.fingerprint;
-        let manifest = self.local.manifest(&record.artifact).await?;
         if remote.has_record(&fp).await? {
-            self.sign(remote, record, &manifest.bytes(), built).await?;
+            if self.trust.signer.is_some() {
+                let manifest = self.local.manifest(&record.artifact).await?;
+                self.sign(remote, record, &manifest.bytes(), built).await?;
+            }
             self.mark(remote, &fp)?;
             return Ok(Published::AlreadyThere);
         }
+        let manifest = self.local.manifest(&record.artifact).await?;
         let lacking = remote.lacking(manifest.files().map(|f| (f.3, f.1)).collect()).await?;
         let meter = Meter::new(Direction::Upload, lacking.iter().map(|(_, s)| s).sum(), on);
         let sent: Vec<u64> = futures::stream::iter(lacking)
