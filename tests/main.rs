@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod examples;
+mod experiments;
 mod fuzz;
 mod gpu;
 mod layers;

@@ -174,15 +174,13 @@ impl Kind for Sft {
     }
 }
 
-/// The replay text: the train split of the `replay` data stage, when `replay` is above 0.
+/// The replay text: the train split of the `replay` data stage, when `replay` is above 0. A
+/// `replay` stage with `replay: 0` trains on no replay rows, so that 0 can be the baseline of a
+/// sweep over the ratio.
 fn replay(task: &Task, model_dir: &std::path::Path, p: &Params, seed: u64) -> Result<Option<Replay>, StageError> {
     match (task.inputs.contains_key("replay"), p.replay > 0.0) {
-        (false, false) => Ok(None),
+        (_, false) => Ok(None),
         (false, true) => Err(InputError::Replay("`replay` is above 0 but no `replay` data stage is named").into()),
-        (true, false) => {
-            Err(InputError::Replay("a `replay` data stage is named but `replay` is 0; give it a share of the rows")
-                .into())
-        }
         (true, true) => {
             let dir = task.input("replay")?;
             same_tokenizer(model_dir, dir)?;

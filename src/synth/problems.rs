@@ -1,5 +1,5 @@
 //! Instruction problems with exactly checkable answers — arithmetic, word reversal, letter
-//! sorting — for fine-tuning and held-out evaluation. A problem's train/test split is a hash of
+//! sorting, spelling — for fine-tuning and held-out evaluation. A problem's train/test split is a hash of
 //! the problem itself, so no seed, count or difficulty ever puts one problem in both.
 
 use std::collections::HashSet;
@@ -24,6 +24,10 @@ pub enum ProblemFamily {
     Reverse,
     /// "Sort the letters: d c a b" → "a b c d".
     Sort,
+    /// "Spell the word: garden" → "g a r d e n". The word is written whole, so the prompt looks
+    /// unlike the other letter problems': a model fine-tuned on spelling alone has no reason to
+    /// spell when asked to sort, which makes it a fair partner for merging experiments.
+    Spell,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +65,8 @@ pub struct Difficulty {
     /// The most digits of an addition or subtraction operand (1 to 3); multiplication
     /// operands have at most 2.
     pub digits: u32,
-    /// Letters of a word to reverse or a string to sort, `[min, max]`; default: 3 to 8 for
-    /// sorting, any length for reversal.
+    /// Letters of a word to reverse or spell or a string to sort, `[min, max]`; default: 3 to 8
+    /// for sorting, any length for reversal and spelling.
     pub letters: Option<[usize; 2]>,
 }
 
@@ -134,6 +138,7 @@ pub(super) enum Puzzle {
     Multiply(u32, u32),
     Reverse(String),
     Sort(String),
+    Spell(String),
 }
 
 impl Puzzle {
@@ -149,21 +154,8 @@ impl Puzzle {
                 }
                 _ => Puzzle::Multiply(operand(rng, digits.min(2)), operand(rng, digits.min(2))),
             },
-            // Half real words, which a model has seen in the corpus, half coined ones, which
-            // make the pool too large to memorise.
-            ProblemFamily::Reverse => {
-                let word = if rng.random_bool(0.5) {
-                    let topic = pick(rng, TOPICS);
-                    let nouns = pick(rng, &[topic.agents, topic.things, topic.places]);
-                    inflect(pick(rng, nouns), Number::One).into_owned()
-                } else {
-                    coined(rng, 2..=3)
-                };
-                if difficulty.letters.is_some_and(|[lo, hi]| !(lo..=hi).contains(&word.len())) {
-                    return None;
-                }
-                Puzzle::Reverse(word)
-            }
+            ProblemFamily::Reverse => Puzzle::Reverse(word(difficulty, rng)?),
+            ProblemFamily::Spell => Puzzle::Spell(word(difficulty, rng)?),
             ProblemFamily::Sort => {
                 let [lo, hi] = difficulty.letters.unwrap_or([3, 8]);
                 let len = rng.random_range(lo..=hi);
@@ -181,6 +173,7 @@ impl Puzzle {
             Puzzle::Multiply(a, b) => format!("multiply {} {}", a.min(b), a.max(b)),
             Puzzle::Reverse(word) => format!("reverse {word}"),
             Puzzle::Sort(letters) => format!("sort {}", sorted(letters)),
+            Puzzle::Spell(word) => format!("spell {word}"),
         }
     }
 
@@ -197,9 +190,27 @@ impl Puzzle {
             Puzzle::Sort(letters) => {
                 (ProblemFamily::Sort, format!("Sort the letters: {}", spaced(&letters)), spaced(&sorted(&letters)))
             }
+            Puzzle::Spell(word) => (ProblemFamily::Spell, format!("Spell the word: {word}"), spaced(&word)),
         };
         Problem { family, prompt, answer }
     }
+}
+
+/// A word to reverse or spell: half real words, which a model has seen in the corpus, half coined
+/// ones, which make the pool too large to memorise; `None` when its length is outside the
+/// difficulty's letter range.
+fn word(difficulty: Difficulty, rng: &mut ChaCha8Rng) -> Option<String> {
+    let word = if rng.random_bool(0.5) {
+        let topic = pick(rng, TOPICS);
+        let nouns = pick(rng, &[topic.agents, topic.things, topic.places]);
+        inflect(pick(rng, nouns), Number::One).into_owned()
+    } else {
+        coined(rng, 2..=3)
+    };
+    if difficulty.letters.is_some_and(|[lo, hi]| !(lo..=hi).contains(&word.len())) {
+        return None;
+    }
+    Some(word)
 }
 
 /// A number of 1 to `max_digits` digits, the digit count uniform so that small problems are as

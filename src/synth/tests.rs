@@ -16,7 +16,8 @@ use super::text::{MAX_BYTES, MIN_BYTES, article};
 use super::*;
 
 const ALL: &[Family] = &[Family::Prose, Family::Facts, Family::Arithmetic];
-const PROBLEM_FAMILIES: [ProblemFamily; 3] = [ProblemFamily::Arithmetic, ProblemFamily::Reverse, ProblemFamily::Sort];
+const PROBLEM_FAMILIES: [ProblemFamily; 4] =
+    [ProblemFamily::Arithmetic, ProblemFamily::Reverse, ProblemFamily::Sort, ProblemFamily::Spell];
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase)
@@ -51,6 +52,7 @@ fn output_is_pinned() {
     let arithmetic = first(ProblemFamily::Arithmetic);
     assert_eq!((arithmetic.prompt.as_str(), arithmetic.answer.as_str()), ("What is 98 * 37?", "3626"));
     assert_eq!(first(ProblemFamily::Reverse).prompt, "Reverse the letters: b a r n");
+    assert_eq!(first(ProblemFamily::Spell).prompt, "Spell the word: basket");
     assert_eq!(first(ProblemFamily::Sort).prompt, "Sort the letters: b g e x n v g");
 }
 
@@ -238,6 +240,12 @@ fn every_task_answer_is_correct() {
                             "{task:?}"
                         );
                         assert_eq!(task.answer.chars().rev().collect::<String>(), word);
+                    }
+                    ProblemFamily::Spell => {
+                        let word = task.prompt.strip_prefix("Spell the word: ").unwrap();
+                        assert!(word.len() >= 3 && word.bytes().all(|b| b.is_ascii_lowercase()), "{task:?}");
+                        assert_eq!(task.answer.split(' ').collect::<String>(), word, "{task:?}");
+                        assert!(task.answer.split(' ').all(|l| l.len() == 1), "{task:?}");
                     }
                     ProblemFamily::Sort => {
                         let letters = task.prompt.strip_prefix("Sort the letters: ").unwrap();

@@ -1,0 +1,52 @@
+"""Experiment 4's analysis: the loss on held-out corpus text, the loss of held-out problems'
+answers and their accuracy, for the constant checkpoint and its three continuations, from the
+`compare` stage's summary (mean and bootstrap interval over seeds)."""
+
+import json
+import os
+from pathlib import Path
+
+from common import Chart, interval, table, write, write_json
+
+ARMS = [
+    ("eval-stable", "the constant-rate checkpoint"),
+    ("eval-constant", "+100 steps at constant 3e-3"),
+    ("eval-decay", "+100 steps decaying to 0, pretraining mixture"),
+    ("eval-decay-rich", "+100 steps decaying to 0, enriched mixture"),
+]
+
+
+def triple(s):
+    return s["mean"], s["ci_low"], s["ci_high"]
+
+
+def main():
+    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
+    groups = {g["name"]: g["finals"] for g in summary["groups"]}
+    rows, result = [], {}
+    chart = Chart("Anneal: corpus text against instruction answers", "loss on held-out corpus text", "answer loss (mean of the two families)", lines=False)
+    for name, label in ARMS:
+        f = groups[name]
+        r = {k: triple(v) for k, v in f.items()}
+        result[name] = r
+        rows.append(
+            [
+                label,
+                interval(r["val_loss"]),
+                interval(r["tasks.sort.answer_loss"]),
+                interval(r["tasks.reverse.answer_loss"]),
+                interval(r["tasks.sort.accuracy"], percent=True),
+                interval(r["tasks.reverse.accuracy"], percent=True),
+            ]
+        )
+        answer = (r["tasks.sort.answer_loss"][0] + r["tasks.reverse.answer_loss"][0]) / 2
+        chart.add(label, [(r["val_loss"][0], answer, answer, answer)])
+    n = summary["groups"][0]["finals"]["val_loss"]["n"]
+    md = f"Mean of {n} seeds, 95 % bootstrap interval; the same held-out problems for every model:\n\n"
+    md += table(["model", "corpus text loss", "sort answer loss", "reverse answer loss", "sort accuracy", "reverse accuracy"], rows)
+    write("results.md", md)
+    write_json("results.json", result)
+    write("anneal.svg", chart.svg())
+
+
+main()

@@ -1,0 +1,50 @@
+"""Experiment 6's analysis: each model's held-out accuracy on both families, with Wilson's 95 %
+interval over its held-out problems, and its loss on held-out corpus text, from the `compare` stage's
+summary (one run per model: the values are that run's)."""
+
+import json
+import os
+from pathlib import Path
+
+from common import Chart, interval, table, wilson, write, write_json
+
+FAMILIES = ["sort", "spell"]
+
+
+def label(group):
+    name = group.removeprefix("eval-")
+    if name.startswith("linear-"):
+        return f"linear, t = {int(name.removeprefix('linear-')) / 100:g}"
+    method, _, setting = name.partition("@")
+    names = {"ft-sort": "fine-tune: sort", "ft-spell": "fine-tune: spell", "ft-both": "multi-task fine-tune",
+             "base": "base", "task-arithmetic": "task arithmetic", "ties": "TIES", "dare-ties": "DARE-TIES"}
+    setting = setting.replace("lambda=", "λ = ").replace("density=", "density ")
+    return names[method] + (f", {setting}" if setting else "")
+
+
+def main():
+    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
+    rows, result = [], {}
+    # Accuracy is 0 for most merges: the answer loss shows what is kept short of exact answers.
+    chart = Chart("Merging two fine-tunes: one skill against the other", "sort answer loss", "spell answer loss", lines=False)
+    for i, group in enumerate(summary["groups"]):
+        f = {k: v["mean"] for k, v in group["finals"].items()}
+        acc = {fam: wilson(round(f[f"tasks.{fam}.correct"]), round(f[f"tasks.{fam}.total"])) for fam in FAMILIES}
+        name = label(group["name"])
+        loss = {fam: f[f"tasks.{fam}.answer_loss"] for fam in FAMILIES}
+        result[group["name"]] = {"val_loss": f["val_loss"], "accuracy": acc, "answer_loss": loss}
+        rows.append(
+            [name]
+            + [interval(acc[fam], percent=True) for fam in FAMILIES]
+            + [f"{loss[fam]:.3f}" for fam in FAMILIES]
+            + [f"{f['val_loss']:.3f}"]
+        )
+        chart.add(name, [(loss["sort"], loss["spell"], loss["spell"], loss["spell"])])
+    md = "One run per model; Wilson's 95 % interval over its held-out problems:\n\n"
+    md += table(["model", "sort accuracy", "spell accuracy", "sort answer loss", "spell answer loss", "corpus text loss"], rows)
+    write("results.md", md)
+    write_json("results.json", result)
+    write("tradeoff.svg", chart.svg())
+
+
+main()

@@ -1,0 +1,64 @@
+"""Experiment 5's analysis: held-out accuracy per family against the loss on held-out corpus text,
+for the base and for fine-tunes at each replay ratio (mean and bootstrap interval over seeds from
+the `compare` stage; Wilson's interval of each single run's accuracy over its problems from
+the evaluations themselves)."""
+
+import json
+import os
+from pathlib import Path
+
+from common import Chart, evaluation, interval, runs, table, wilson, write, write_json
+
+FAMILIES = ["sort", "reverse"]
+
+
+def triple(s):
+    return s["mean"], s["ci_low"], s["ci_high"]
+
+
+def main():
+    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
+    groups = {g["name"]: g for g in summary["groups"]}
+    order = ["eval-base"] + sorted((n for n in groups if n != "eval-base"), key=lambda n: float(n.split("replay=")[1]))
+
+    rows, result = [], {}
+    chart = Chart("Fine-tuning: a skill against the corpus", "loss on held-out corpus text", "held-out accuracy (%)", lines=False)
+    for i, name in enumerate(order):
+        f = {k: triple(v) for k, v in groups[name]["finals"].items()}
+        label = "base (no fine-tuning)" if name == "eval-base" else f"fine-tuned, {100 * float(name.split('replay=')[1]):g} % replay"
+        result[name] = f
+        rows.append(
+            [label, interval(f["val_loss"])]
+            + [interval(f[f"tasks.{fam}.accuracy"], percent=True) for fam in FAMILIES]
+            + [interval(f[f"tasks.{fam}.answer_loss"]) for fam in FAMILIES]
+        )
+        for fam in FAMILIES:
+            a = f[f"tasks.{fam}.accuracy"]
+            chart.add(f"{fam}: {label}", [(f["val_loss"][0], 100 * a[0], 100 * a[1], 100 * a[2])])
+
+    singles = []
+    for i, run in enumerate(runs("evals")):
+        m = evaluation(run)
+        singles.append(
+            [f"#{i + 1}"]
+            + [
+                interval(wilson(m["tasks"][fam]["correct"], m["tasks"][fam]["total"]), percent=True)
+                + f" of {m['tasks'][fam]['total']}"
+                for fam in FAMILIES
+            ]
+        )
+
+    n = groups[order[-1]]["finals"]["val_loss"]["n"]
+    md = f"Mean of {n} seeds (the base: one model), 95 % bootstrap interval over seeds:\n\n"
+    md += table(
+        ["model", "corpus text loss", "sort accuracy", "reverse accuracy", "sort answer loss", "reverse answer loss"], rows
+    )
+    md += "\nEach evaluation on its own, with Wilson's 95 % interval over its problems (in the order "
+    md += "base, then each seed's fine-tunes by replay ratio — the order of the `evals` role):\n\n"
+    md += table(["evaluation", "sort", "reverse"], singles)
+    write("results.md", md)
+    write_json("results.json", result)
+    write("tradeoff.svg", chart.svg())
+
+
+main()
