@@ -25,8 +25,8 @@ for name in "${names[@]}"; do
   total=$(echo "$total + $seconds" | bc)
   printf '%-8s %6.1f s  %s stages\n' "$name" "$seconds" "$stages"
   analysis=$("$flow" show "$wf" analysis --cache "$store" | awk '/^path/{print $2}')
-  cp "$analysis/results.md" "$out/experiment-$name.md"
-  for svg in "$analysis"/*.svg; do cp "$svg" "$img/$name-$(basename "$svg")"; done
+  install -m 644 "$analysis/results.md" "$out/experiment-$name.md"
+  for svg in "$analysis"/*.svg; do install -m 644 "$svg" "$img/$name-$(basename "$svg")"; done
   "$flow" report "$wf" --cache "$store" -o "$pages/$name.html"
 done
 printf 'total    %6.1f s\n' "$total"
