@@ -8,11 +8,12 @@ from pathlib import Path
 
 from common import Chart, interval, table, write, write_json
 
+# Group, label in the table, label in the plot.
 ARMS = [
-    ("eval-stable", "the constant-rate checkpoint"),
-    ("eval-constant", "+100 steps at constant 3e-3"),
-    ("eval-decay", "+100 steps decaying to 0, pretraining mixture"),
-    ("eval-decay-rich", "+100 steps decaying to 0, enriched mixture"),
+    ("eval-stable", "the constant-rate checkpoint", "checkpoint"),
+    ("eval-constant", "+100 steps at constant 3e-3", "+100 constant"),
+    ("eval-decay", "+100 steps decaying to 0, pretraining mixture", "+100 decay"),
+    ("eval-decay-rich", "+100 steps decaying to 0, enriched mixture", "+100 decay, enriched"),
 ]
 
 
@@ -25,7 +26,7 @@ def main():
     groups = {g["name"]: g["finals"] for g in summary["groups"]}
     rows, result = [], {}
     chart = Chart("Anneal: corpus text against instruction answers", "loss on held-out corpus text", "answer loss (mean of the two families)", lines=False)
-    for name, label in ARMS:
+    for name, label, short in ARMS:
         f = groups[name]
         r = {k: triple(v) for k, v in f.items()}
         result[name] = r
@@ -40,7 +41,7 @@ def main():
             ]
         )
         answer = (r["tasks.sort.answer_loss"][0] + r["tasks.reverse.answer_loss"][0]) / 2
-        chart.add(label, [(r["val_loss"][0], answer, answer, answer)])
+        chart.add(short, [(r["val_loss"][0], answer, answer, answer)])
     n = summary["groups"][0]["finals"]["val_loss"]["n"]
     md = f"Mean of {n} seeds, 95 % bootstrap interval; the same held-out problems for every model:\n\n"
     md += table(["model", "corpus text loss", "sort answer loss", "reverse answer loss", "sort accuracy", "reverse accuracy"], rows)

@@ -170,7 +170,13 @@ class Chart:
                     out.append(f'<line x1="{sx(x):.1f}" y1="{sy(lo):.1f}" x2="{sx(x):.1f}" y2="{sy(hi):.1f}" stroke="{colour}"/>')
                 out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
                 if len(p) > 4:
-                    out.append(f'<text x="{sx(x) + 5:.1f}" y="{sy(y) - 5:.1f}" fill="{colour}" font-size="10">{escape(p[4])}</text>')
+                    # Left of points near the right edge, so that labels stay inside the plot.
+                    right = sx(x) > self.LEFT + 0.75 * pw
+                    lx, anchor = (sx(x) - 5, "end") if right else (sx(x) + 5, "start")
+                    out.append(
+                        f'<text x="{lx:.1f}" y="{sy(y) - 5:.1f}" text-anchor="{anchor}" fill="{colour}" '
+                        f'font-size="10">{escape(p[4])}</text>'
+                    )
             ly = self.TOP + 14 + 16 * i
             lx = self.W - self.RIGHT + 12
             out.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>')

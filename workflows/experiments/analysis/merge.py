@@ -27,7 +27,8 @@ def main():
     rows, result = [], {}
     # Accuracy is 0 for most merges: the answer loss shows what is kept short of exact answers.
     chart = Chart("Merging two fine-tunes: one skill against the other", "sort answer loss", "spell answer loss", lines=False)
-    for i, group in enumerate(summary["groups"]):
+    points = {}  # one series per method, each point labelled with its setting
+    for group in summary["groups"]:
         f = {k: v["mean"] for k, v in group["finals"].items()}
         acc = {fam: wilson(round(f[f"tasks.{fam}.correct"]), round(f[f"tasks.{fam}.total"])) for fam in FAMILIES}
         name = label(group["name"])
@@ -39,7 +40,14 @@ def main():
             + [f"{loss[fam]:.3f}" for fam in FAMILIES]
             + [f"{f['val_loss']:.3f}"]
         )
-        chart.add(name, [(loss["sort"], loss["spell"], loss["spell"], loss["spell"])])
+        method, _, setting = name.partition(", ")
+        key, _, value = setting.rpartition(" ")
+        series = f"{method} ({key.removesuffix(' =')})" if setting else method
+        if method.startswith("fine-tune"):
+            series, value = "fine-tunes", name.removeprefix("fine-tune: ")
+        points.setdefault(series, []).append((loss["sort"], loss["spell"], loss["spell"], loss["spell"], value or name))
+    for method, ps in points.items():
+        chart.add(method, ps)
     md = "One run per model; Wilson's 95 % interval over its held-out problems:\n\n"
     md += table(["model", "sort accuracy", "spell accuracy", "sort answer loss", "spell answer loss", "corpus text loss"], rows)
     write("results.md", md)

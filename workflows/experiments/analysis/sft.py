@@ -21,9 +21,9 @@ def main():
     groups = {g["name"]: g for g in summary["groups"]}
     order = ["eval-base"] + sorted((n for n in groups if n != "eval-base"), key=lambda n: float(n.split("replay=")[1]))
 
-    rows, result = [], {}
+    rows, result, series = [], {}, {fam: [] for fam in FAMILIES}
     chart = Chart("Fine-tuning: a skill against the corpus", "loss on held-out corpus text", "held-out accuracy (%)", lines=False)
-    for i, name in enumerate(order):
+    for name in order:
         f = {k: triple(v) for k, v in groups[name]["finals"].items()}
         label = "base (no fine-tuning)" if name == "eval-base" else f"fine-tuned, {100 * float(name.split('replay=')[1]):g} % replay"
         result[name] = f
@@ -32,10 +32,13 @@ def main():
             + [interval(f[f"tasks.{fam}.accuracy"], percent=True) for fam in FAMILIES]
             + [interval(f[f"tasks.{fam}.answer_loss"]) for fam in FAMILIES]
         )
+        short = "base" if name == "eval-base" else f"{100 * float(name.split('replay=')[1]):g} %"
         for fam in FAMILIES:
             a = f[f"tasks.{fam}.accuracy"]
-            chart.add(f"{fam}: {label}", [(f["val_loss"][0], 100 * a[0], 100 * a[1], 100 * a[2])])
+            series[fam].append((f["val_loss"][0], 100 * a[0], 100 * a[1], 100 * a[2], short))
 
+    for fam in FAMILIES:
+        chart.add(f"{fam} (label: replay)", series[fam])
     singles = []
     for i, run in enumerate(runs("evals")):
         m = evaluation(run)

@@ -27,14 +27,14 @@ def main():
         for lr in rates:
             rows.append([budget, f"{lr:g}", interval(result[("wsd", budget, lr)]), interval(result[("cosine", budget, lr)])])
     best_rows, best = [], {}
-    chart = Chart("WSD branches against cosine runs (best peak rate of each)", "budget (steps)", "validation loss (nats/token)")
+    chart = Chart("WSD branches against cosine runs (labels: the best peak rate)", "budget (steps)", "validation loss (nats/token)")
     for schedule in ("wsd", "cosine"):
         points = []
         for budget in budgets:
             lr = min(rates, key=lambda r: result[(schedule, budget, r)][0])
             best[(schedule, budget)] = lr
             points.append((budget, *result[(schedule, budget, lr)], f"{lr:g}"))
-        chart.add("WSD (one run, decay branches)" if schedule == "wsd" else "cosine (one run per budget)", points)
+        chart.add("WSD (branches)" if schedule == "wsd" else "cosine", points)
     for budget in budgets:
         w, c = best[("wsd", budget)], best[("cosine", budget)]
         best_rows.append([budget, f"{interval(result[('wsd', budget, w)])} at {w:g}", f"{interval(result[('cosine', budget, c)])} at {c:g}"])
