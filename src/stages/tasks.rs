@@ -1,7 +1,7 @@
 //! The `tasks` kind: writes instruction tasks with exactly checkable answers (`synth::problems`
-//! families: arithmetic, word reversal, letter sorting, spelling) as conversations — `train.jsonl` for
-//! fine-tuning and `test.jsonl` for `eval`. Train and test never share a problem: a problem's
-//! split is fixed by a hash of the problem itself.
+//! families: arithmetic, word reversal, letter sorting, spelling) as conversations —
+//! `train.jsonl` for fine-tuning and `test.jsonl` for `eval`. Train and test never share a
+//! problem: a problem's split is fixed by a hash of the problem itself.
 
 use std::io::Write;
 use std::path::Path;

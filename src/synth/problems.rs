@@ -1,6 +1,6 @@
 //! Instruction problems with exactly checkable answers — arithmetic, word reversal, letter
-//! sorting, spelling — for fine-tuning and held-out evaluation. A problem's train/test split is a hash of
-//! the problem itself, so no seed, count or difficulty ever puts one problem in both.
+//! sorting, spelling — for fine-tuning and held-out evaluation. A problem's train/test split is a
+//! hash of the problem itself, so no seed, count or difficulty ever puts one problem in both.
 
 use std::collections::HashSet;
 
