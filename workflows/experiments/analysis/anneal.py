@@ -2,11 +2,8 @@
 answers and their accuracy, for the constant checkpoint and its three continuations, from the
 `compare` stage's summary (mean and bootstrap interval over seeds)."""
 
-import json
-import os
-from pathlib import Path
 
-from common import Chart, interval, table, write, write_json
+from common import Chart, interval, summary, table, triple, write, write_json
 
 # Group, label in the table, label in the plot.
 ARMS = [
@@ -17,13 +14,10 @@ ARMS = [
 ]
 
 
-def triple(s):
-    return s["mean"], s["ci_low"], s["ci_high"]
-
 
 def main():
-    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
-    groups = {g["name"]: g["finals"] for g in summary["groups"]}
+    compared = summary()
+    groups = {g["name"]: g["finals"] for g in compared["groups"]}
     rows, result = [], {}
     chart = Chart("Anneal: corpus text against instruction answers", "loss on held-out corpus text", "answer loss (mean of the two families)", lines=False)
     for name, label, short in ARMS:
@@ -42,7 +36,7 @@ def main():
         )
         answer = (r["tasks.sort.answer_loss"][0] + r["tasks.reverse.answer_loss"][0]) / 2
         chart.add(short, [(r["val_loss"][0], answer, answer, answer)])
-    n = summary["groups"][0]["finals"]["val_loss"]["n"]
+    n = compared["groups"][0]["finals"]["val_loss"]["n"]
     md = f"Mean of {n} seeds, 95 % bootstrap interval; the same held-out problems for every model:\n\n"
     md += table(["model", "corpus text loss", "sort answer loss", "reverse answer loss", "sort accuracy", "reverse accuracy"], rows)
     write("results.md", md)

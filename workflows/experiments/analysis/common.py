@@ -33,6 +33,16 @@ def param(key, default=None):
         return raw
 
 
+def summary(role="compare"):
+    """The summary.json of the `compare` stage named by a single role."""
+    return json.loads((Path(os.environ[f"FLOW_IN_{role}"]) / "summary.json").read_text())
+
+
+def triple(s):
+    """(mean, low, high) of one of `compare`'s summaries."""
+    return s["mean"], s["ci_low"], s["ci_high"]
+
+
 def metrics(run):
     """A training run's metrics.jsonl, one dictionary per step."""
     with open(run / "metrics.jsonl") as f:

@@ -2,11 +2,8 @@
 one (B), the worst loss on A during the run (the stability gap: how far above the pretrained
 model's loss on A it rose) and the curves of both, from the `compare` stages' summaries."""
 
-import json
-import os
-from pathlib import Path
 
-from common import Chart, interval, table, write, write_json
+from common import Chart, interval, summary, table, triple, write, write_json
 
 A, B = "val_loss/data-a", "val_loss/data-b"
 ARMS = ["keep-0", "keep-5", "keep-25", "rewarm-0", "rewarm-5", "rewarm-25"]
@@ -18,12 +15,6 @@ def describe(arm):
     return how, f"{replay} %"
 
 
-def summary(role):
-    return json.loads((Path(os.environ[f"FLOW_IN_{role}"]) / "summary.json").read_text())
-
-
-def triple(s):
-    return s["mean"], s["ci_low"], s["ci_high"]
 
 
 def main():

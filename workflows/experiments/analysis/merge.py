@@ -2,11 +2,8 @@
 interval over its held-out problems, and its loss on held-out corpus text, from the `compare` stage's
 summary (one run per model: the values are that run's)."""
 
-import json
-import os
-from pathlib import Path
 
-from common import Chart, interval, table, wilson, write, write_json
+from common import Chart, interval, summary, table, wilson, write, write_json
 
 FAMILIES = ["sort", "spell"]
 
@@ -23,12 +20,12 @@ def label(group):
 
 
 def main():
-    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
+    compared = summary()
     rows, result = [], {}
     # Accuracy is 0 for most merges: the answer loss shows what is kept short of exact answers.
     chart = Chart("Merging two fine-tunes: one skill against the other", "sort answer loss", "spell answer loss", lines=False)
     points = {}  # one series per method, each point labelled with its setting
-    for group in summary["groups"]:
+    for group in compared["groups"]:
         f = {k: v["mean"] for k, v in group["finals"].items()}
         acc = {fam: wilson(round(f[f"tasks.{fam}.correct"]), round(f[f"tasks.{fam}.total"])) for fam in FAMILIES}
         name = label(group["name"])

@@ -3,22 +3,16 @@ for the base and for fine-tunes at each replay ratio (mean and bootstrap interva
 the `compare` stage; Wilson's interval of each single run's accuracy over its problems from
 the evaluations themselves)."""
 
-import json
-import os
-from pathlib import Path
 
-from common import Chart, evaluation, interval, runs, table, wilson, write, write_json
+from common import Chart, evaluation, interval, runs, summary, table, triple, wilson, write, write_json
 
 FAMILIES = ["sort", "reverse"]
 
 
-def triple(s):
-    return s["mean"], s["ci_low"], s["ci_high"]
-
 
 def main():
-    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
-    groups = {g["name"]: g for g in summary["groups"]}
+    compared = summary()
+    groups = {g["name"]: g for g in compared["groups"]}
     order = ["eval-base"] + sorted((n for n in groups if n != "eval-base"), key=lambda n: float(n.split("replay=")[1]))
 
     rows, result, series = [], {}, {fam: [] for fam in FAMILIES}

@@ -2,19 +2,16 @@
 `compare` stage's summary (mean and bootstrap interval over seeds); the best rate of each
 schedule per budget; and the steps the shared constant phase saved."""
 
-import json
-import os
 import re
-from pathlib import Path
 
-from common import Chart, interval, param, table, write, write_json
+from common import Chart, interval, param, summary, table, write, write_json
 
 
 def main():
-    summary = json.loads((Path(os.environ["FLOW_IN_compare"]) / "summary.json").read_text())
+    compared = summary()
     budgets = param("budgets")
     result = {}  # (schedule, budget, lr) → (mean, low, high)
-    for group in summary["groups"]:
+    for group in compared["groups"]:
         m = re.fullmatch(r"(wsd|cosine)-(\d+)@lr=([0-9.e-]+)", group["name"])
         if not m:
             raise SystemExit(f"unexpected group {group['name']}")
@@ -43,7 +40,7 @@ def main():
     # adds its 20 % decay; separate runs would repeat the constant phase for every budget.
     shared = int(0.8 * max(budgets)) + sum(int(0.2 * b) for b in budgets)
     separate = sum(budgets)
-    n = summary["groups"][0]["finals"]["val_loss"]["n"]
+    n = compared["groups"][0]["finals"]["val_loss"]["n"]
     md = f"Final validation loss (mean of {n} seeds, 95 % bootstrap interval) at every budget and peak rate:\n\n"
     md += table(["budget", "peak LR", "WSD", "cosine"], rows)
     md += "\nThe best peak rate of each schedule at each budget (chosen by the mean):\n\n"
